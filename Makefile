@@ -1,0 +1,34 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PROFILE ?= ci-tiny
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+ARGS    ?=
+
+.PHONY: env run test test-fast validate lab sync-notebooks check-notebooks clean-run
+
+env:
+	@bash scripts/setup_env.sh
+
+run: env  ## the whole pipeline on $(PROFILE) (default: the tiny CPU profile, offline)
+	$(PY) -m ipt_utils run --profile $(PROFILE) $(ARGS)
+
+test: env  ## the test suite (includes a papermill run of every notebook)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: env
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+validate: env
+	$(PY) -m ipt_utils validate
+
+lab: env  ## JupyterLab on localhost with the notebooks folder open
+	$(PY) -m jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+
+sync-notebooks: env  ## regenerate notebooks/*.ipynb from their py:percent twins
+	$(PY) -m ipt_utils.notebooks sync
+
+check-notebooks: env
+	$(PY) -m ipt_utils.notebooks check
+
+clean-run:
+	rm -rf results/runs/$(PROFILE)

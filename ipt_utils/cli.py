@@ -1,0 +1,61 @@
+"""Command line: `python -m ipt_utils run|validate|list`.
+
+Exit codes: 0 ok, 1 a stage failed, 2 invalid profile or arguments (nothing executed).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .schema import SchemaError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ipt_utils", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a profile's stages through papermill")
+    r.add_argument("--profile", required=True, help="profile name in params/ or a YAML path")
+    r.add_argument("--stages", help="comma-separated stages (names, sections or numbers); default all")
+    r.add_argument("--out", help="run directory (default results/runs/<profile>)")
+    r.add_argument("--force", action="store_true", help="re-run the selected stages even if complete")
+    v = sub.add_parser("validate", help="validate profiles without running anything")
+    v.add_argument("profiles", nargs="*", help="names or paths (default: every profile in params/)")
+    sub.add_parser("list", help="list profiles and stages")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .profiles import available_profiles, load_profile
+
+    if args.cmd == "list":
+        from .stage import STAGES
+
+        print("profiles:", ", ".join(available_profiles()))
+        print("stages:  ", ", ".join(s.name for s in STAGES))
+        return 0
+    names = args.profiles or available_profiles() if args.cmd == "validate" else [args.profile]
+    try:
+        profiles = [load_profile(n) for n in names]
+    except SchemaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.cmd == "validate":
+        for prof in profiles:
+            print(f"ok: {prof.path}")
+        return 0
+
+    from . import runner
+
+    try:
+        runner.parse_stages(args.stages)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        rep = runner.run(profiles[0], stages=args.stages, out=args.out, force=args.force)
+    except runner.StageFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"run complete: {rep.run_dir} (ran {len(rep.ran)}, skipped {len(rep.skipped)})")
+    return 0

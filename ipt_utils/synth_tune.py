@@ -1,0 +1,276 @@
+"""Stage 01: tune a base LM into the instruction synthesizer (NOTES.md section 2).
+
+Data: the synthesizer-tuning collection (context, QA_list[{Q, A}], QA_type, rc_name),
+capped per source dataset (contexts with the most pairs first), with whole datasets
+held out for the unseen evaluation. Each example is rendered with the format core
+exactly as the synthesizer sees it at inference; several examples of the same
+dataset are concatenated up to `max_seq_len`. Loss only on the pairs (and the
+closing `</s>`): context tokens and padding are masked with -100.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .assets import ModelShape
+from .schema import HUB_PREFIX, TINY, resolve_path, spec
+
+IGNORE = -100
+
+
+@dataclass
+class Params:
+    base_model: str = spec(kind="model", help="tiny | hf:NAME | local dir")
+    tiny_model: ModelShape = spec(help="architecture when base_model is tiny")
+    data: str = spec(kind="source", help="local JSONL in the collection's schema, or hf:NAME")
+    datasets: list[str] = spec(help="source datasets (rc_name / hub configs); [] = all")
+    heldout_datasets: list[str] = spec(help="datasets kept out of training (unseen eval)")
+    max_per_dataset: int = spec(ge=1, help="cap per dataset, contexts with most pairs first")
+    eval_per_dataset: int = spec(ge=0, help="contexts per seen dataset held out for evaluation")
+    max_seq_len: int = spec(ge=64)
+    method: str = spec(choices=("full", "lora"))
+    lora_r: int = spec(ge=1)
+    lora_alpha: int = spec(ge=1)
+    lora_dropout: float = spec(ge=0.0, lt=1.0)
+    learning_rate: float = spec(gt=0.0)
+    lr_scheduler: str = spec(choices=("cosine", "linear", "constant_with_warmup"))
+    warmup_ratio: float = spec(ge=0.0, le=1.0)
+    adam_beta1: float = spec(ge=0.0, lt=1.0)
+    adam_beta2: float = spec(ge=0.0, lt=1.0)
+    weight_decay: float = spec(ge=0.0)
+    batch_size: int = spec(ge=1, help="sequences per device step")
+    grad_accum_steps: int = spec(ge=1)
+    max_steps: int = spec(ge=1)
+    save_steps: int = spec(ge=1, help="checkpoint interval; an interrupted run resumes from the last")
+    gradient_checkpointing: bool = spec()
+    fsdp_config: str = spec(kind="optpath", help="accelerate FSDP config for multi-GPU launches; '' = none")
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class Example:
+    dataset: str
+    context: str
+    pairs: list  # list[format.Pair]
+    qa_type: str
+
+
+def load_collection(cfg: Params) -> tuple[list[Example], dict]:
+    """Read the collection; malformed records are skipped and counted, never fatal."""
+    from .format import Pair
+
+    stats = defaultdict(int)
+    wanted = set(cfg.datasets)
+    examples = []
+    for where, rec in _iter_records(cfg):
+        pairs = rec.get("QA_list")
+        ok = isinstance(rec.get("context"), str) and isinstance(pairs, list) and pairs and all(
+            isinstance(p, dict) and isinstance(p.get("Q"), str) and isinstance(p.get("A"), str)
+            and p["Q"].strip() and p["A"].strip() for p in pairs)
+        if not ok:
+            stats["records_malformed"] += 1
+            stats.setdefault("first_malformed", where)
+            continue
+        name = str(rec.get("rc_name") or "unknown")
+        if wanted and name not in wanted:
+            continue
+        examples.append(Example(name, rec["context"].strip(),
+                                [Pair(p["Q"].strip(), p["A"].strip()) for p in pairs],
+                                str(rec.get("QA_type", ""))))
+    stats["records_read"] = len(examples) + stats["records_malformed"]
+    return examples, dict(stats)
+
+
+def _iter_records(cfg: Params):
+    if cfg.data.startswith(HUB_PREFIX):
+        from datasets import load_dataset
+
+        name = cfg.data[len(HUB_PREFIX):]
+        if not cfg.datasets:
+            raise ValueError("synth_tune.datasets must list the hub configs to load")
+        for config in cfg.datasets:
+            for i, rec in enumerate(load_dataset(name, config, split="train", streaming=True)):
+                yield f"{name}/{config}#{i}", {**rec, "rc_name": rec.get("rc_name") or config}
+    else:
+        from .io import iter_jsonl
+
+        path = resolve_path(cfg.data)
+        for i, rec in enumerate(iter_jsonl(path), 1):
+            yield f"{path}:{i}", rec
+
+
+def split_examples(examples: list[Example], cfg: Params, seed: int):
+    """-> (train, eval_seen, eval_unseen). Cap per dataset preferring contexts with most pairs."""
+    by_ds: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_ds[ex.dataset].append(ex)
+    train, seen, unseen = [], [], []
+    for name in sorted(by_ds):
+        group = sorted(by_ds[name], key=lambda e: -len(e.pairs))  # stable: ties keep file order
+        if name in cfg.heldout_datasets:
+            unseen.extend(group[: max(cfg.eval_per_dataset, 1)])
+            continue
+        rng = random.Random(f"{seed}:{name}")
+        held = set(rng.sample(range(len(group)), min(cfg.eval_per_dataset, len(group) // 5)))
+        seen.extend(e for i, e in enumerate(group) if i in held)
+        train.extend([e for i, e in enumerate(group) if i not in held][: cfg.max_per_dataset])
+    return train, seen, unseen
+
+
+def encode_example(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one rendered example; only pairs + `</s>` carry loss."""
+    from .format import render_context, render_pairs
+
+    ctx_ids = tokenizer(render_context(ex.context), add_special_tokens=False)["input_ids"]
+    tgt_ids = tokenizer(render_pairs(ex.pairs) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    return ctx_ids + tgt_ids, [IGNORE] * len(ctx_ids) + tgt_ids
+
+
+def build_sequences(tokenizer, train: list[Example], max_len: int, seed: int):
+    """Concatenate encoded examples of the same dataset up to max_len (few-shot sequences).
+
+    Returns (sequences, stats); each sequence is a dict of input_ids/labels lists.
+    An example longer than max_len on its own is skipped and counted.
+    """
+    by_ds: dict[str, list[Example]] = defaultdict(list)
+    for ex in train:
+        by_ds[ex.dataset].append(ex)
+    seqs, stats = [], defaultdict(int)
+    for name in sorted(by_ds):
+        group = by_ds[name][:]
+        random.Random(f"{seed}:{name}:order").shuffle(group)
+        ids, labels = [], []
+        for ex in group:
+            e_ids, e_lab = encode_example(tokenizer, ex)
+            if len(e_ids) > max_len:
+                stats["examples_too_long"] += 1
+                continue
+            if len(ids) + len(e_ids) > max_len:
+                seqs.append({"input_ids": ids, "labels": labels, "dataset": name})
+                ids, labels = [], []
+            ids, labels = ids + e_ids, labels + e_lab
+            stats["examples_used"] += 1
+        if ids:
+            seqs.append({"input_ids": ids, "labels": labels, "dataset": name})
+    random.Random(seed).shuffle(seqs)
+    stats["sequences"] = len(seqs)
+    stats["tokens"] = sum(len(s["input_ids"]) for s in seqs)
+    stats["loss_tokens"] = sum(sum(1 for x in s["labels"] if x != IGNORE) for s in seqs)
+    return seqs, dict(stats)
+
+
+def collate(batch, pad_id: int):
+    """Right-pad to the longest sequence; padding is masked in labels and attention."""
+    import torch
+
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+    attn = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, b in enumerate(batch):
+        k = len(b["input_ids"])
+        ids[i, :k] = torch.tensor(b["input_ids"])
+        labels[i, :k] = torch.tensor(b["labels"])
+        attn[i, :k] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": attn}
+
+
+# --------------------------------------------------------------------------- model
+
+def base_model_and_tokenizer(ctx, cfg: Params):
+    """The base LM to tune: a tiny model built from config, or a checkpoint."""
+    from . import assets
+
+    if cfg.base_model == TINY:
+        tok = assets.tiny_tokenizer(ctx)
+        path = ctx.work / "base_tiny"
+        if not (path / "model.safetensors").exists():
+            assets.build_tiny_model(path, cfg.tiny_model, tok, seed=ctx.seed)
+        return assets.load_causal_lm(ctx, str(path)), tok
+    return assets.load_causal_lm(ctx, cfg.base_model), assets.load_tokenizer(ctx, cfg.base_model)
+
+
+def _wrap_lora(model, cfg: Params):
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def train(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
+    """HF Trainer run with checkpoints under <work>/checkpoints; resumes if any exist.
+
+    Returns metrics (loss curve, tokens/s); the final (merged) model goes to <work>/model.
+    """
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from . import assets, io
+
+    set_seed(ctx.seed)
+    if cfg.method == "lora":
+        model = _wrap_lora(model, cfg)
+    ckpt_dir = ctx.work / "checkpoints"
+    done = sorted(int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*"))
+    start_step = done[-1] if done else 0
+    bf16 = ctx.torch_dtype == torch.bfloat16
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps),
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, weight_decay=cfg.weight_decay,
+        max_grad_norm=1.0, bf16=bf16, logging_steps=max(1, cfg.max_steps // 50), save_steps=cfg.save_steps,
+        save_total_limit=2, save_safetensors=True, report_to=[], seed=ctx.seed, data_seed=ctx.seed,
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
+        gradient_checkpointing=cfg.gradient_checkpointing, use_cpu=ctx.device == "cpu",
+    )
+    data = [{"input_ids": s["input_ids"], "labels": s["labels"]} for s in sequences]
+    trainer = Trainer(model=model, args=args, train_dataset=data,
+                      data_collator=lambda b: collate(b, tokenizer.pad_token_id))
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if done else None)
+    wall = time.perf_counter() - t0
+    final = trainer.model
+    if cfg.method == "lora":
+        final = final.merge_and_unload()  # stage 02 loads a plain checkpoint
+    assets.save_model(final, tokenizer, ctx.work / "model")
+
+    log = [r for r in trainer.state.log_history if "loss" in r]
+    io.write_text(ctx.stage_dir / "train_log.csv",
+                  "step,loss,lr\n" + "".join(f"{r['step']},{r['loss']},{r.get('learning_rate', '')}\n" for r in log))
+    mean_len = sum(len(s["input_ids"]) for s in sequences) / max(len(sequences), 1)
+    steps_run = trainer.state.global_step - start_step
+    return {
+        "method": cfg.method, "steps": trainer.state.global_step, "resumed_from_step": start_step,
+        "train_loss": result.training_loss, "first_loss": log[0]["loss"] if log else None,
+        "final_loss": log[-1]["loss"] if log else None, "wall_s": round(wall, 2),
+        # padded batches: an estimate from the mean sequence length
+        "tokens_per_s": round(steps_run * cfg.batch_size * cfg.grad_accum_steps * mean_len / wall, 1),
+        "model_dir": str(ctx.work / "model"),
+    }
+
+
+def plot_loss(ctx) -> Path:
+    """Loss curve figure from train_log.csv (headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(ctx.stage_dir / "train_log.csv")
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(df["step"], df["loss"])
+    ax.set(xlabel="step", ylabel="loss (pairs only)", title="Synthesizer tuning")
+    fig.tight_layout()
+    out = ctx.stage_dir / "loss.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,82 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Tune the instruction synthesizer
+#
+# Fine-tunes a base LM into the *instruction synthesizer* (paper section 2): it reads a raw
+# text and writes instruction–response pairs about it.
+#
+# - **Inputs:** the synthesizer-tuning collection (`data`), a base model (`base_model`).
+# - **Outputs:** `<work>/01_synth_tune/model` (plain safetensors checkpoint, LoRA merged),
+#   `train_log.csv`, `loss.png`, `metrics.json` in the stage directory.
+
+# %%
+from ipt_utils import stage, synth_tune
+
+# %% tags=["parameters"]
+profile = "ci-tiny"
+run_dir = "../results/runs/ci-tiny"
+interactive = True
+run = {"seed": 0, "work_dir": "", "device": "auto", "offline": True, "dtype": "auto"}
+base_model = "tiny"
+tiny_model = {"hidden_size": 128, "intermediate_size": 384, "num_layers": 2, "num_heads": 4,
+              "num_kv_heads": 2, "max_position_embeddings": 2048, "vocab_size": 0}
+data = "ipt_utils/fixtures/synth_collection.jsonl"
+datasets = []
+heldout_datasets = ["logiqa_like"]
+max_per_dataset = 10000
+eval_per_dataset = 3
+max_seq_len = 768
+method = "full"
+lora_r = 16
+lora_alpha = 32
+lora_dropout = 0.0
+learning_rate = 0.003
+lr_scheduler = "cosine"
+warmup_ratio = 0.05
+adam_beta1 = 0.9
+adam_beta2 = 0.95
+weight_decay = 0.0
+batch_size = 8
+grad_accum_steps = 1
+max_steps = 150
+save_steps = 50
+gradient_checkpointing = False
+fsdp_config = ""
+
+# %%
+ctx, cfg = stage.open_stage("01_synth_tune", globals())
+
+# %% [markdown]
+# ## Data: cap per dataset, hold out, render with the synthesizer markup, pack per dataset
+
+# %%
+examples, read_stats = synth_tune.load_collection(cfg)
+train, eval_seen, eval_unseen = synth_tune.split_examples(examples, cfg, ctx.seed)
+model, tokenizer = synth_tune.base_model_and_tokenizer(ctx, cfg)
+sequences, seq_stats = synth_tune.build_sequences(tokenizer, train, cfg.max_seq_len, ctx.seed)
+print(read_stats, seq_stats, f"eval: {len(eval_seen)} seen / {len(eval_unseen)} unseen contexts")
+
+# %% [markdown]
+# ## Train (loss on pairs only)
+
+# %%
+train_metrics = synth_tune.train(ctx, cfg, sequences, model, tokenizer)
+synth_tune.plot_loss(ctx)
+train_metrics
+
+# %%
+stage.finish_stage(ctx, {**read_stats, **seq_stats, **train_metrics,
+                         "train_examples": len(train), "eval_seen": len(eval_seen),
+                         "eval_unseen": len(eval_unseen)})

@@ -1,0 +1,131 @@
+"""Runner orchestration: order, skip, --force, param changes, failure reporting."""
+import dataclasses
+import json
+
+import nbformat
+import pytest
+
+from ipt_utils import cli, io, runner
+from ipt_utils.profiles import load_profile
+from ipt_utils.stage import STAGES
+
+NAMES = [s.name for s in STAGES]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Replace papermill execution by a stub that writes metrics.json and records calls."""
+    calls, fail = [], set()
+
+    def execute(stage, params, out_nb):
+        calls.append(stage.name)
+        assert params["interactive"] is False and params["profile"] == "ci-tiny"
+        if stage.name in fail:
+            raise RuntimeError(f"{stage.name} exploded")
+        out_nb.write_text("{}")
+        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    return calls, fail
+
+
+def _bump(profile, section):
+    """Change the first integer parameter of a section (a params change)."""
+    obj = profile.sections[section]
+    f = next(f for f in dataclasses.fields(obj) if type(getattr(obj, f.name)) is int)
+    profile.sections[section] = dataclasses.replace(obj, **{f.name: getattr(obj, f.name) + 1})
+
+
+def test_order_skip_force_and_param_change(tmp_path, fake):
+    calls, _ = fake
+    prof = load_profile("ci-tiny")
+    rep = runner.run(prof, out=tmp_path, log=lambda *_: None)
+    assert calls == NAMES and rep.ran == NAMES
+    man = io.read_json(tmp_path / "manifest.json")
+    assert [man["stages"][n]["status"] for n in NAMES] == ["completed"] * 6
+    assert all(man["stages"][n]["wall_s"] >= 0 for n in NAMES)
+    assert {"git_commit", "packages", "device", "params"} <= set(man)
+    assert man["params"]["synth_tune"]["max_steps"] == prof.sections["synth_tune"].max_steps
+    for n in NAMES:
+        assert (tmp_path / n / runner.MARKER).exists()
+
+    calls.clear()
+    rep = runner.run(prof, out=tmp_path, log=lambda *_: None)
+    assert calls == [] and rep.skipped == NAMES
+
+    # --force re-runs the chosen stage; its dependants become stale, its deps do not
+    runner.run(prof, stages="03", out=tmp_path, force=True, log=lambda *_: None)
+    assert calls == ["03_pretrain"]
+    calls.clear()
+    runner.run(prof, out=tmp_path, log=lambda *_: None)
+    assert calls == ["04_instruct_tune", "05_evaluate", "06_report"]
+
+    # changing a stage's params re-runs it and everything downstream
+    calls.clear()
+    _bump(prof, "instruct_tune")
+    runner.run(prof, out=tmp_path, log=lambda *_: None)
+    assert calls == ["04_instruct_tune", "05_evaluate", "06_report"]
+    calls.clear()
+    _bump(prof, "run")  # the run section (seed) affects every stage
+    runner.run(prof, out=tmp_path, log=lambda *_: None)
+    assert calls == NAMES
+
+
+def test_selected_stage_pulls_in_missing_deps(tmp_path, fake):
+    calls, _ = fake
+    prof = load_profile("ci-tiny")
+    runner.run(prof, stages="synthesize", out=tmp_path, log=lambda *_: None)
+    assert calls == ["01_synth_tune", "02_synthesize"]
+    calls.clear()
+    runner.run(prof, stages="02", out=tmp_path, log=lambda *_: None)
+    assert calls == []
+
+
+def test_failure_stops_run_and_names_stage(tmp_path, fake, capsys, monkeypatch):
+    calls, fail = fake
+    fail.add("02_synthesize")
+    prof = load_profile("ci-tiny")
+    with pytest.raises(runner.StageFailed) as err:
+        runner.run(prof, out=tmp_path, log=lambda *_: None)
+    assert calls == ["01_synth_tune", "02_synthesize"]
+    assert err.value.stage == "02_synthesize"
+    assert "02_synthesize exploded" in str(err.value)
+    assert str(tmp_path / "02_synthesize" / "02_synthesize.ipynb") in str(err.value)
+    man = io.read_json(tmp_path / "manifest.json")
+    assert man["stages"]["02_synthesize"]["status"] == "failed"
+    assert "exploded" in man["stages"]["02_synthesize"]["error"]
+    assert not (tmp_path / "02_synthesize" / runner.MARKER).exists()
+    # the CLI turns it into exit 1 with the same message
+    calls.clear()
+    assert cli.main(["run", "--profile", "ci-tiny", "--out", str(tmp_path)]) == 1
+    assert calls == ["02_synthesize"]  # 01 was complete and skipped
+    assert "stage 02_synthesize failed" in capsys.readouterr().err
+
+
+def test_missing_metrics_is_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_execute", lambda stage, params, out_nb: out_nb.write_text("{}"))
+    with pytest.raises(runner.StageFailed, match="without writing metrics.json"):
+        runner.run(load_profile("ci-tiny"), stages="01", out=tmp_path, log=lambda *_: None)
+
+
+def test_papermill_error_is_reported(tmp_path, monkeypatch):
+    """A real papermill execution whose notebook raises: the error text reaches the user."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("raise ValueError('bad input in cell 2')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = tmp_path / "boom.ipynb"
+    nbformat.write(nb, src)
+
+    def execute(stage, params, out_nb):
+        import papermill as pm
+
+        pm.execute_notebook(str(src), str(out_nb), parameters={"x": 2}, kernel_name="python3",
+                            progress_bar=False)
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    with pytest.raises(runner.StageFailed) as err:
+        runner.run(load_profile("ci-tiny"), stages="01", out=tmp_path / "run", log=lambda *_: None)
+    assert "ValueError: bad input in cell 2" in str(err.value)
+    executed = json.loads((tmp_path / "run" / "01_synth_tune" / "01_synth_tune.ipynb").read_text())
+    assert executed["cells"]  # the executed notebook is kept for inspection
