@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,11 +64,11 @@ def _marker(run_dir: Path, stage: str) -> dict | None:
 
 
 def stage_key(profile: Profile, stage: Stage, run_dir: Path) -> str:
-    """Params of this stage + the markers of its dependencies (their key and finish time)."""
+    """Params of this stage + the markers of its dependencies (their key and completion id)."""
     parts = [profile.stage_hash(stage)]
     for dep in stage.deps:
         m = _marker(run_dir, dep) or {}
-        parts.append(f"{dep}:{m.get('key')}:{m.get('finished_at')}")
+        parts.append(f"{dep}:{m.get('key')}:{m.get('completion')}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -187,7 +188,8 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
             raise StageFailed(stage.name, out_nb, err) from None
         wall = round(time.perf_counter() - t0, 2)
         finished = _now()
-        io.write_json(stage_dir / MARKER, {"key": key, "finished_at": finished, "wall_s": wall})
+        io.write_json(stage_dir / MARKER, {"key": key, "finished_at": finished, "wall_s": wall,
+                                           "completion": uuid.uuid4().hex})
         entry.update({"status": "completed", "wall_s": wall, "finished_at": finished,
                       "metrics": str(stage_dir / "metrics.json")})
         io.write_json(manifest_path, manifest)

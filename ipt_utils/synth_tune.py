@@ -48,6 +48,9 @@ class Params:
     save_steps: int = spec(ge=1, help="checkpoint interval; an interrupted run resumes from the last")
     gradient_checkpointing: bool = spec()
     fsdp_config: str = spec(kind="optpath", help="accelerate FSDP config for multi-GPU launches; '' = none")
+    eval_shots: int = spec(ge=0, help="demonstrations in the few-shot evaluation prompt (0 = zero-shot only)")
+    eval_max_new_tokens: int = spec(ge=1)
+    eval_backend: str = spec(choices=("auto", "vllm", "transformers"))
 
 
 # --------------------------------------------------------------------------- data
@@ -182,17 +185,24 @@ def collate(batch, pad_id: int):
 
 # --------------------------------------------------------------------------- model
 
-def base_model_and_tokenizer(ctx, cfg: Params):
-    """The base LM to tune: a tiny model built from config, or a checkpoint."""
+def base_model_dir(ctx, cfg: Params) -> str:
+    """Where the base model loads from; a tiny base is built (once) from config."""
     from . import assets
 
-    if cfg.base_model == TINY:
-        tok = assets.tiny_tokenizer(ctx)
-        path = ctx.work / "base_tiny"
-        if not (path / "model.safetensors").exists():
-            assets.build_tiny_model(path, cfg.tiny_model, tok, seed=ctx.seed)
-        return assets.load_causal_lm(ctx, str(path)), tok
-    return assets.load_causal_lm(ctx, cfg.base_model), assets.load_tokenizer(ctx, cfg.base_model)
+    if cfg.base_model != TINY:
+        return assets.resolve_model(ctx, cfg.base_model)
+    path = ctx.work / "base_tiny"
+    if not (path / "model.safetensors").exists():
+        assets.build_tiny_model(path, cfg.tiny_model, assets.tiny_tokenizer(ctx), seed=ctx.seed)
+    return str(path)
+
+
+def base_model_and_tokenizer(ctx, cfg: Params):
+    """The base LM to tune and its tokenizer."""
+    from . import assets
+
+    path = base_model_dir(ctx, cfg)
+    return assets.load_causal_lm(ctx, path), assets.load_tokenizer(ctx, path)
 
 
 def _wrap_lora(model, cfg: Params):
@@ -227,7 +237,7 @@ def train(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps),
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, weight_decay=cfg.weight_decay,
         max_grad_norm=1.0, bf16=bf16, logging_steps=max(1, cfg.max_steps // 50), save_steps=cfg.save_steps,
-        save_total_limit=2, save_safetensors=True, report_to=[], seed=ctx.seed, data_seed=ctx.seed,
+        save_total_limit=2, report_to=[], seed=ctx.seed, data_seed=ctx.seed,
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         gradient_checkpointing=cfg.gradient_checkpointing, use_cpu=ctx.device == "cpu",
     )

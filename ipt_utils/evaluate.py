@@ -1,0 +1,338 @@
+"""Stage 05: evaluate every model the run produced with lm-evaluation-harness.
+
+Models: <work>/03_pretrain/<arm>/model (untuned) and <work>/04_instruct_tune/<arm>/model
+(tuned), found by scanning those directories, plus `external_models` (baselines by hub
+name or local path). Tasks are named canonically (`arc_easy`, ..., `pubmedqa`, ...); each
+maps to the harness's own task (general suite, online), to an offline twin over a local
+JSONL file (`ipt_<task>`, YAMLs in ipt_utils/tasks/), or, for the AdaptLLM domain sets,
+to a hub twin (`ipt_hub_<task>`). Outputs in the stage dir: results/<model_id>.json (the
+harness's results dict + an "ipt" block naming model, arm, run) and summary.csv
+(model_id,arm,tuned,task,metric,value,n) with canonical task names, so 06_report never
+needs to know which twin ran.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .schema import HUB_PREFIX, resolve_path, spec
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+EVAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
+DATA_PLACEHOLDER = "__IPT_EVAL_DATA__"
+SUMMARY_COLUMNS = ["model_id", "arm", "tuned", "task", "metric", "value", "n"]
+MODEL_SETS = {"pretrain": ("03_pretrain", False), "instruct_tune": ("04_instruct_tune", True)}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str  # canonical name used in summary.csv and the report
+    label: str  # as printed in the paper's tables
+    domain: str  # general | biomedicine | finance
+    metric: str  # headline metric (the paper's choice, NOTES §6)
+    harness: str  # task name used online
+    fixture: str  # eval/<fixture>.jsonl for the offline twin
+
+    @property
+    def twin(self) -> str:
+        return f"ipt_{self.name}"
+
+
+def _general(name, label, metric, fixture=None, harness=None):
+    return TaskSpec(name, label, "general", metric, harness or name, fixture or name)
+
+
+def _domain(name, label, domain, metric):
+    return TaskSpec(name, label, domain, metric, f"ipt_hub_{name}", name)
+
+
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (
+    _general("arc_easy", "ARC-e", "acc_norm"),
+    _general("arc_challenge", "ARC-c", "acc_norm"),
+    _general("boolq", "BoolQ", "acc"),
+    _general("social_iqa", "SIQA", "acc", fixture="siqa"),
+    _general("winogrande", "WinoGrande", "acc"),
+    _general("piqa", "PIQA", "acc_norm"),
+    _general("openbookqa", "OBQA", "acc_norm"),
+    _general("hellaswag", "HellaSwag", "acc_norm"),
+    _general("mmlu", "MMLU", "acc"),
+    _domain("pubmedqa", "PubMedQA", "biomedicine", "acc"),
+    _domain("chemprot", "ChemProt", "biomedicine", "micro_f1"),
+    _domain("mqp", "MQP", "biomedicine", "acc"),
+    _domain("rct", "RCT", "biomedicine", "micro_f1"),
+    _domain("usmle", "USMLE", "biomedicine", "acc"),
+    _domain("convfinqa", "ConvFinQA", "finance", "numeric_match"),
+    _domain("fpb", "FPB", "finance", "weighted_f1"),
+    _domain("fiqa_sa", "FiQA_SA", "finance", "weighted_f1"),
+    _domain("headline", "Headline", "finance", "weighted_f1"),
+    _domain("ner", "NER", "finance", "entity_f1"),
+)}
+GENERAL_TASKS = tuple(n for n, t in TASKS.items() if t.domain == "general")
+
+
+@dataclass
+class Params:
+    tasks: list[str] = spec(choices=tuple(TASKS), help="canonical task names (see evaluate.TASKS)")
+    offline_tasks: bool = spec(help="true: offline twins over local JSONL (ipt_<task>); "
+                                    "false: harness tasks / AdaptLLM hub twins")
+    eval_data_dir: str = spec(kind="optpath", help="dir of <task>.jsonl for the offline twins; "
+                                                    "'' = ipt_utils/fixtures/eval")
+    model_sets: list[str] = spec(choices=tuple(MODEL_SETS),
+                                 help="which stage outputs to scan for models")
+    external_models: list[str] = spec(kind="model", help="baselines: hf:NAME or a local dir")
+    backend: str = spec(choices=("hf", "vllm"), help="lm-eval model backend (vllm: GPU only)")
+    num_fewshot: int = spec(ge=0)
+    limit: int = spec(ge=0, help="max docs per task; 0 = all")
+    batch_size: int = spec(ge=1)
+    max_length: int = spec(ge=16, help="context length for scoring (paper: 2048)")
+    add_bos_token: bool = spec(help="prepend BOS to every request (AdaptLLM eval does)")
+    gpu_memory_utilization: float = spec(gt=0, le=1, help="vllm backend only")
+    bootstrap_iters: int = spec(ge=0, help="stderr bootstrap for non-mean metrics; 0 = none")
+
+
+# ---------------------------------------------------------------- tasks
+
+def render_task_dir(out_dir: str | Path, data_dir: str | Path | None = None) -> Path:
+    """Copy ipt_utils/tasks into `out_dir` with ABSOLUTE data paths filled in.
+
+    lm-eval resolves relative `data_files` against the CWD, so the offline twins carry a
+    placeholder that is replaced here by the absolute fixture directory.
+    """
+    data_dir = Path(data_dir) if data_dir else EVAL_FIXTURES
+    data_dir = data_dir.resolve()
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for src in sorted(TASKS_DIR.iterdir()):
+        if src.suffix == ".yaml":
+            (out / src.name).write_text(
+                src.read_text(encoding="utf-8").replace(DATA_PLACEHOLDER, data_dir.as_posix()),
+                encoding="utf-8")
+        elif src.name == "ipt_metrics.py":
+            shutil.copy2(src, out / src.name)
+    return out
+
+
+def harness_task_names(cfg: Params) -> dict[str, str]:
+    """canonical name -> the lm-eval task name that will run."""
+    return {n: (TASKS[n].twin if cfg.offline_tasks else TASKS[n].harness) for n in cfg.tasks}
+
+
+def check_task_data(cfg: Params) -> Path:
+    """The offline twins' data dir; raise naming every missing <task>.jsonl."""
+    data_dir = resolve_path(cfg.eval_data_dir) if cfg.eval_data_dir else EVAL_FIXTURES
+    missing = [str(data_dir / f"{TASKS[n].fixture}.jsonl") for n in cfg.tasks
+               if not (data_dir / f"{TASKS[n].fixture}.jsonl").exists()]
+    if missing:
+        raise FileNotFoundError("offline eval data missing (run `python -m ipt_utils.fixture_gen` "
+                                "or set evaluate.eval_data_dir): " + ", ".join(missing))
+    return data_dir
+
+
+def task_manager(cfg: Params, include_dir: Path):
+    from lm_eval.tasks import TaskManager
+
+    # built-in tasks are indexed only when they are needed (4 s instead of 0.5 s)
+    return TaskManager(include_path=str(include_dir), include_defaults=not cfg.offline_tasks)
+
+
+# ---------------------------------------------------------------- models
+
+@dataclass
+class ModelEntry:
+    model_id: str
+    arm: str
+    tuned: bool
+    source: str  # stage name, or "external"
+    pretrained: str  # what from_pretrained takes: a local dir or a hub name
+    spec: str  # as written in the profile / found on disk
+
+
+def external_model_id(spec_: str) -> str:
+    name = spec_[len(HUB_PREFIX):] if spec_.startswith(HUB_PREFIX) else Path(spec_).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("/", "--"))
+
+
+def find_models(ctx, cfg: Params) -> list[ModelEntry]:
+    """Every model this run produced (scanned on disk) + the profile's external baselines."""
+    found = []
+    for set_name in cfg.model_sets:
+        stage, tuned = MODEL_SETS[set_name]
+        root = ctx.work_root / stage
+        if not root.is_dir():
+            continue
+        for cfg_file in sorted(root.glob("*/model/config.json")):
+            arm = cfg_file.parent.parent.name
+            found.append(ModelEntry(model_id=f"{'it' if tuned else 'pt'}-{arm}", arm=arm, tuned=tuned,
+                                    source=stage, pretrained=str(cfg_file.parent),
+                                    spec=f"stage:{stage}/{arm}"))
+    for ext in cfg.external_models:
+        pretrained = ext[len(HUB_PREFIX):] if ext.startswith(HUB_PREFIX) else str(resolve_path(ext))
+        found.append(ModelEntry(model_id=external_model_id(ext), arm="external", tuned=False,
+                                source="external", pretrained=pretrained, spec=ext))
+    return found
+
+
+def _model_stamp(entry: ModelEntry) -> str:
+    """Changes when a local model is rewritten (so stale results are not reused)."""
+    p = Path(entry.pretrained)
+    if not p.is_dir():
+        return entry.pretrained
+    parts = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+             for f in sorted(p.iterdir()) if f.suffix in (".safetensors", ".json")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _fingerprint(ctx, cfg: Params, entry: ModelEntry) -> str:
+    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "model": _model_stamp(entry),
+                       "dtype": ctx.run.dtype, "device": ctx.device, "seed": ctx.seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- running
+
+def model_args(ctx, cfg: Params, entry: ModelEntry) -> dict:
+    dtype = {"auto": "bfloat16" if ctx.device == "cuda" else "float32"}.get(ctx.run.dtype, ctx.run.dtype)
+    args = {"pretrained": entry.pretrained, "dtype": dtype, "add_bos_token": cfg.add_bos_token,
+            "trust_remote_code": False}
+    if cfg.backend == "hf":
+        args.update(device=ctx.device, max_length=cfg.max_length)
+    else:
+        args.update(max_model_len=cfg.max_length, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                    seed=ctx.seed)
+    return args
+
+
+def _jsonable(obj):
+    """Drop what JSON cannot hold (functions in task configs become their names)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if callable(obj):
+        return getattr(obj, "__name__", repr(obj))
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(obj)
+
+
+def evaluate_model(ctx, cfg: Params, entry: ModelEntry, tm, names: dict[str, str]) -> dict:
+    """Run lm-eval on one model; return its JSON-ready results dict (with the "ipt" block)."""
+    import lm_eval
+
+    t0 = time.time()
+    out = lm_eval.simple_evaluate(
+        model=cfg.backend, model_args=model_args(ctx, cfg, entry), tasks=list(names.values()),
+        num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size, limit=cfg.limit or None,
+        task_manager=tm, log_samples=False, bootstrap_iters=cfg.bootstrap_iters,
+        random_seed=ctx.seed, numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed,
+        fewshot_random_seed=ctx.seed,
+    )
+    if out is None:  # non-zero rank under distributed launch
+        return {}
+    out.pop("samples", None)
+    res = _jsonable(dict(out))
+    res["ipt"] = {
+        "model_id": entry.model_id, "arm": entry.arm, "tuned": entry.tuned, "source": entry.source,
+        "model": entry.spec, "pretrained": entry.pretrained, "run": ctx.run_dir.name,
+        "run_dir": str(ctx.run_dir), "profile": ctx.profile, "tasks": names,
+        "offline_tasks": cfg.offline_tasks, "num_fewshot": cfg.num_fewshot, "limit": cfg.limit,
+        "backend": cfg.backend, "device": ctx.device, "seconds": round(time.time() - t0, 2),
+        "fingerprint": _fingerprint(ctx, cfg, entry),
+    }
+    return res
+
+
+def _n_docs(res: dict, harness_name: str) -> int | None:
+    ns = res.get("n-samples", {})
+    if harness_name in ns:
+        return ns[harness_name].get("effective")
+    subs = res.get("group_subtasks", {}).get(harness_name)
+    if subs:  # a group (the harness's mmlu): sum over its members
+        counts = [_n_docs(res, s) for s in subs]
+        return sum(c for c in counts if c is not None)
+    return None
+
+
+def summary_rows(res: dict) -> list[dict]:
+    """Flatten one results file into summary.csv rows with canonical task names."""
+    ipt = res["ipt"]
+    rows = []
+    for canonical, hname in ipt["tasks"].items():
+        metrics = res.get("results", {}).get(hname, {})
+        for key, value in sorted(metrics.items()):
+            if "," not in key or "_stderr" in key or not isinstance(value, (int, float)):
+                continue
+            metric, _filter = key.split(",", 1)
+            rows.append({"model_id": ipt["model_id"], "arm": ipt["arm"], "tuned": ipt["tuned"],
+                         "task": canonical, "metric": metric, "value": float(value),
+                         "n": _n_docs(res, hname)})
+    return rows
+
+
+def run_all(ctx, cfg: Params, models: list[ModelEntry]):
+    """Evaluate every model (reusing a result whose fingerprint matches); write outputs.
+
+    Returns (summary DataFrame, metrics dict for metrics.json).
+    """
+    import pandas as pd
+
+    from . import io
+
+    if not models:
+        raise FileNotFoundError(
+            f"no models to evaluate: nothing under {ctx.work_root}/03_pretrain/*/model or "
+            f"{ctx.work_root}/04_instruct_tune/*/model (model_sets={cfg.model_sets}) "
+            "and external_models is empty; run stages 03/04 first")
+    data_dir = check_task_data(cfg) if cfg.offline_tasks else None
+    include_dir = render_task_dir(ctx.work / "tasks", data_dir)
+    names = harness_task_names(cfg)
+    tm = task_manager(cfg, include_dir)
+    results_dir = ctx.stage_dir / "results"
+    rows, timings, reused = [], {}, []
+    for entry in models:
+        path = results_dir / f"{entry.model_id}.json"
+        if path.exists():
+            old = io.read_json(path)
+            if old.get("ipt", {}).get("fingerprint") == _fingerprint(ctx, cfg, entry):
+                rows += summary_rows(old)
+                reused.append(entry.model_id)
+                continue
+        res = evaluate_model(ctx, cfg, entry, tm, names)
+        io.write_json(path, res)
+        timings[entry.model_id] = res["ipt"]["seconds"]
+        rows += summary_rows(res)
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    with io.atomic_open(ctx.stage_dir / "summary.csv") as f:
+        summary.to_csv(f, index=False)
+    metrics = {
+        "models": [m.model_id for m in models], "tasks": names, "offline_tasks": cfg.offline_tasks,
+        "reused": reused, "seconds_per_model": timings,
+        "headline": headline_table(summary).to_dict(orient="index") if len(summary) else {},
+    }
+    return summary, metrics
+
+
+def headline_table(summary):
+    """model_id x task table of each task's headline metric (the paper's choice)."""
+    import pandas as pd
+
+    if summary is None or not len(summary):
+        return pd.DataFrame()
+    keep = summary[[TASKS[t].metric == m if t in TASKS else False
+                    for t, m in zip(summary["task"], summary["metric"])]]
+    return keep.pivot_table(index="model_id", columns="task", values="value", aggfunc="first")

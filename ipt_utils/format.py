@@ -1,0 +1,108 @@
+"""The instruction synthesizer's markup, byte-for-byte as released (NOTES.md section 3).
+
+    context  = "<s> <CON> {text} </CON>\\n\\n"      ("<s>" alone for an empty text)
+    pair     = "<QUE> {instruction} <ANS> {response} </END>"   (pairs joined by "\\n\\n")
+    example  = context + pairs + "</s>"
+    prompt   = history examples (oldest first) + the new text's context
+
+BOS decision: prompts are *strings* that start with the literal "<s>". We tokenize
+them with `add_special_tokens=False` (a fast tokenizer maps the literal "<s>" to the
+BOS id) and hand token ids to the engines, so exactly one BOS starts every prompt.
+(Upstream hands the string to vLLM, whose tokenizer adds a second BOS.)
+
+Raw texts may themselves contain markup tokens; `neutralise` makes them inert
+before they enter a prompt or a pre-training document.
+"""
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Sequence
+
+BOS, EOS = "<s>", "</s>"
+CON, CON_END = "<CON>", "</CON>"
+QUE, ANS, END = "<QUE>", "<ANS>", "</END>"
+MARKUP = (BOS, EOS, CON, CON_END, QUE, ANS, END)
+# U+2039 SINGLE LEFT-POINTING ANGLE QUOTATION MARK: looks like "<", tokenizes differently.
+LOOKALIKE_LT = "\u2039"
+
+
+class Pair(NamedTuple):
+    instruction: str
+    response: str
+
+
+class ParseStats(NamedTuple):
+    items: int  # complete items (ended by </END>)
+    kept: int
+    malformed: int  # not exactly one <ANS>, no leading <QUE>, or an empty part
+    duplicates: int  # repeated instruction (case-insensitive)
+
+
+def render_context(text: str) -> str:
+    return BOS if not text else f"{BOS} {CON} {text} {CON_END}\n\n"
+
+
+def render_pair(pair: Sequence[str]) -> str:
+    instruction, response = pair
+    return f"{QUE} {instruction} {ANS} {response} {END}"
+
+
+def render_pairs(pairs: Iterable[Sequence[str]]) -> str:
+    return "\n\n".join(render_pair(p) for p in pairs)
+
+
+def render_example(text: str, pairs: Iterable[Sequence[str]]) -> str:
+    """A complete example: what the synthesizer is tuned on and what history holds."""
+    return render_context(text) + render_pairs(pairs) + EOS
+
+
+def build_prompt(text: str, history: Iterable[tuple[str, Sequence[Sequence[str]]]] = ()) -> str:
+    """History examples (text, pairs), oldest first, then the new text's context."""
+    return "".join(render_example(t, p) for t, p in history) + render_context(text)
+
+
+def parse_pairs_with_stats(generated: str) -> tuple[list[Pair], ParseStats]:
+    """Parse a synthesizer continuation (NOTES.md section 3).
+
+    Split on </END>; the piece after the last </END> is unfinished and dropped. An
+    item is kept when it has exactly one <ANS>, its question part starts with <QUE>,
+    and both instruction and response are non-empty after stripping (an empty
+    instruction is rejected too: it would train on a question-less pair). Duplicate
+    instructions (case-insensitive) keep the first.
+    """
+    pieces = generated.split(END)[:-1]
+    pairs: list[Pair] = []
+    seen: set[str] = set()
+    malformed = duplicates = 0
+    for item in pieces:
+        item = item.strip()
+        if item.count(ANS) != 1:
+            malformed += 1
+            continue
+        question, answer = (s.strip() for s in item.split(ANS))
+        if not question.startswith(QUE):
+            malformed += 1
+            continue
+        instruction = question[len(QUE):].strip()
+        if not instruction or not answer:
+            malformed += 1
+            continue
+        key = instruction.lower()
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        pairs.append(Pair(instruction, answer))
+    return pairs, ParseStats(len(pieces), len(pairs), malformed, duplicates)
+
+
+def parse_pairs(generated: str) -> list[Pair]:
+    return parse_pairs_with_stats(generated)[0]
+
+
+def neutralise(text: str) -> tuple[str, bool]:
+    """Replace the "<" of every markup token in `text` with a lookalike; -> (text, changed)."""
+    out = text
+    for tok in MARKUP:
+        if tok in out:
+            out = out.replace(tok, LOOKALIKE_LT + tok[1:])
+    return out, out != text

@@ -1,0 +1,341 @@
+"""Stage 04: instruction-tune each pre-trained arm and track MMLU-style accuracy (paper Figure 4).
+
+For every arm, the model of stage:03_pretrain/<arm> is tuned on FLAN-style instruction
+data ({id, task, instruction, response}) rendered as `<s>{instruction}\\n\\n{response}</s>`
+with the loss on response tokens (and the closing `</s>`) only: prompt and padding
+labels are -100. Every `eval_every` steps (and at step 0 and the end) it scores
+MMLU-style questions ({question, subject, choices[4], answer}) by the log-likelihood of
+each answer continuation (" A".." D", lm-eval's MMLU format) after a zero- or few-shot
+prompt, batched; the curve goes to curve.csv (arm, step, task, accuracy).
+
+The training loop (AdamW, warmup + cosine, clipping, accumulation, checkpoints and
+resume) is ipt_utils.pretrain.train_loop.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .pretrain import ARMS
+from .schema import spec
+
+IGNORE = -100
+SEP = "\n\n"
+LETTERS = "ABCDEFGHIJ"
+
+
+@dataclass
+class Params:
+    arms: list[str] = spec(choices=ARMS, help="pre-trained arms (stage:03_pretrain/<arm>) to tune; [] = none")
+    data: str = spec(kind="source", help="instruction JSONL {id, task, instruction, response} or hf:NAME")
+    eval_data: str = spec(kind="source", help="MMLU-style JSONL {question, subject, choices, answer} or hf:NAME")
+    eval_shots: list[int] = spec(ge=0, help="few-shot settings evaluated (task name mmlu_<k>shot)")
+    eval_limit: int = spec(ge=0, help="questions scored per evaluation; 0 = all")
+    eval_every: int = spec(ge=1, help="steps between evaluations (also at step 0 and the end)")
+    eval_batch_size: int = spec(ge=1)
+    max_steps: int = spec(ge=1)
+    max_len: int = spec(ge=32, help="tokens per example (prompt left-truncated first)")
+    batch_size: int = spec(ge=1, help="examples per optimizer step (all devices)")
+    micro_batch_size: int = spec(ge=1)
+    learning_rate: float = spec(gt=0.0)
+    min_lr_ratio: float = spec(ge=0.0, le=1.0)
+    warmup_ratio: float = spec(ge=0.0, lt=1.0)
+    weight_decay: float = spec(ge=0.0)
+    adam_beta1: float = spec(ge=0.0, lt=1.0)
+    adam_beta2: float = spec(ge=0.0, lt=1.0)
+    grad_clip: float = spec(ge=0.0)
+    save_steps: int = spec(ge=1)
+
+    def __post_init__(self):
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} not a multiple of micro_batch_size {self.micro_batch_size}")
+        if len(set(self.arms)) != len(self.arms):
+            raise ValueError(f"arms must not repeat, got {self.arms}")
+
+
+# =========================================================================== data
+
+def load_instructions(source: str) -> list[dict]:
+    from .pretrain import _rows
+
+    rows = []
+    for r in _rows(source):
+        ins, resp = r.get("instruction") or r.get("inputs"), r.get("response") or r.get("targets")
+        if isinstance(ins, str) and isinstance(resp, str) and ins.strip() and resp.strip():
+            rows.append({"instruction": ins, "response": resp, "task": r.get("task", "")})
+    if not rows:
+        raise ValueError(f"{source}: no usable instruction rows")
+    return rows
+
+
+def encode_example(tokenizer, instruction: str, response: str, max_len: int):
+    """(input_ids, labels): `<s> instruction SEP` masked, `response </s>` trained.
+
+    Too long: the prompt keeps at most max_len // 2 tokens (left-truncated after <s>), the
+    response fills the rest (right-truncated).
+    """
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    prompt = tokenizer(instruction + SEP, add_special_tokens=False)["input_ids"]
+    resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+    if 1 + len(prompt) + len(resp) > max_len:
+        keep_p = min(len(prompt), max(max_len // 2, max_len - 1 - len(resp)))
+        prompt = prompt[len(prompt) - keep_p:]
+        resp = resp[:max_len - 1 - len(prompt)]
+    ids = [bos] + prompt + resp
+    labels = [IGNORE] * (1 + len(prompt)) + resp
+    return ids, labels
+
+
+def collate(examples, pad_id: int):
+    """Right-pad a list of (ids, labels) to the longest; labels -100 on padding."""
+    import torch
+
+    n = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (ids, lab) in enumerate(examples):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        mask[i, :len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def example_order(n: int, step: int, batch_size: int, seed: int):
+    """Example indices of optimizer step `step`: consecutive slices of seeded per-epoch permutations."""
+    import numpy as np
+
+    pos = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs = pos // n
+    out = np.empty(len(pos), dtype=np.int64)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(e)]).permutation(n)
+        sel = epochs == e
+        out[sel] = perm[pos[sel] % n]
+    return out
+
+
+def tune_batches(encoded, batch_size: int, micro_batch_size: int, pad_id: int, seed: int):
+    def batches(step, rank, world):
+        idx = example_order(len(encoded), step, batch_size, seed)
+        per_rank = batch_size // world
+        mine = idx[rank * per_rank:(rank + 1) * per_rank]
+        return [collate([encoded[i] for i in mine[j:j + micro_batch_size]], pad_id)
+                for j in range(0, len(mine), micro_batch_size)]
+
+    return batches
+
+
+# =========================================================================== evaluation
+
+def load_eval(source: str, limit: int = 0) -> list[dict]:
+    from .pretrain import _rows
+
+    rows = [r for r in _rows(source, split="test")
+            if isinstance(r.get("choices"), list) and isinstance(r.get("answer"), int)]
+    return rows[:limit] if limit else rows
+
+
+def mmlu_question(row: dict, with_answer: bool) -> str:
+    text = row["question"].strip() + "\n"
+    text += "".join(f"{LETTERS[i]}. {c}\n" for i, c in enumerate(row["choices"]))
+    text += "Answer:"
+    if with_answer:
+        text += f" {LETTERS[row['answer']]}\n\n"
+    return text
+
+
+def few_shot_pool(rows: list[dict], k: int) -> dict:
+    """subject -> the first k + 1 questions of that subject (the question itself is skipped)."""
+    pool: dict = {}
+    if k:
+        for i, r in enumerate(rows):
+            lst = pool.setdefault(r.get("subject", ""), [])
+            if len(lst) < k + 1:
+                lst.append(i)
+    return pool
+
+
+def mmlu_requests(rows: list[dict], k: int):
+    """(context, [continuations], gold) per question, lm-eval's MMLU layout."""
+    pool = few_shot_pool(rows, k)
+    out = []
+    for i, r in enumerate(rows):
+        subject = str(r.get("subject", "")).replace("_", " ")
+        ctx = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+        shots = [j for j in pool.get(r.get("subject", ""), []) if j != i][:k]
+        ctx += "".join(mmlu_question(rows[j], True) for j in shots) + mmlu_question(r, False)
+        out.append((ctx, [f" {LETTERS[c]}" for c in range(len(r["choices"]))], r["answer"]))
+    return out
+
+
+def continuation_logprobs(model, tokenizer, requests, batch_size: int, max_len: int) -> list[list[float]]:
+    """Sum log P(continuation | <s> context) for every (context, continuations) request.
+
+    Batched; a request whose continuations are all single tokens costs one forward pass of
+    its context (the scores are read from the next-token distribution).
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    bos = tokenizer.bos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
+    items = []  # (sequence ids, [(start, cont ids)] per continuation, request idx)
+    for ri, (ctx, conts, *_) in enumerate(requests):
+        c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in conts]
+        p_ids = [bos] + tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        if all(len(c) == 1 for c in c_ids):
+            p_ids = p_ids[-max_len:]
+            items.append((p_ids, [(len(p_ids), c) for c in c_ids], ri, True))
+        else:
+            for ci, c in enumerate(c_ids):
+                seq = (p_ids + c)[-max_len:]
+                items.append((seq, [(len(seq) - len(c), c)], (ri, ci), False))
+    scores = [[0.0] * len(r[1]) for r in requests]
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
+    for b in range(0, len(order), batch_size):
+        chunk = [items[i] for i in order[b:b + batch_size]]
+        n = max(len(it[0]) for it in chunk)
+        ids = torch.full((len(chunk), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), n), dtype=torch.long)
+        for j, it in enumerate(chunk):
+            ids[j, :len(it[0])] = torch.tensor(it[0])
+            mask[j, :len(it[0])] = 1
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                           use_cache=False).logits.float(), dim=-1).cpu()
+        for j, (seq, spans, key, single) in enumerate(chunk):
+            if single:
+                last = logp[j, len(seq) - 1]
+                for ci, (_, c) in enumerate(spans):
+                    scores[key][ci] = float(last[c[0]])
+            else:
+                start, c = spans[0]
+                pos = torch.arange(start - 1, start - 1 + len(c))
+                ri, ci = key
+                scores[ri][ci] = float(logp[j, pos, torch.tensor(c)].sum())
+    return scores
+
+
+def evaluate_mmlu(model, tokenizer, rows, shots: list[int], batch_size: int, max_len: int) -> dict:
+    """task (mmlu_<k>shot) -> (accuracy, n)."""
+    out = {}
+    for k in shots:
+        reqs = mmlu_requests(rows, k)
+        scores = continuation_logprobs(model, tokenizer, reqs, batch_size, max_len)
+        correct = sum(int(max(range(len(s)), key=s.__getitem__) == gold) for s, (_, _, gold) in zip(scores, reqs))
+        out[f"mmlu_{k}shot"] = (correct / len(reqs) if reqs else float("nan"), len(reqs))
+    return out
+
+
+# =========================================================================== tuning
+
+def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> dict:
+    """Instruction-tune one arm (resuming if a checkpoint exists); returns its metrics and curve rows."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import assets, io, packing
+    from .pretrain import OptimConfig, make_accelerator, save_final, train_loop, write_loss_csv
+
+    arm_dir = ctx.work / arm
+    src = assets.resolve_model(ctx, f"stage:03_pretrain/{arm}")
+    key = packing.cache_key(asdict(cfg), ctx.seed, Path(src) / "model.safetensors"
+                            if (Path(src) / "model.safetensors").exists() else src)
+    done = arm_dir / "done.json"
+    if done.exists() and (arm_dir / "model" / "config.json").exists():
+        prev = io.read_json(done)
+        if prev.get("key") == key:
+            return prev["result"]
+    t0 = time.time()
+    tok = AutoTokenizer.from_pretrained(src)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.bos_token_id
+    torch.manual_seed(ctx.seed)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="sdpa",
+                                                 use_safetensors=True)
+    encoded = [encode_example(tok, r["instruction"], r["response"], cfg.max_len)
+               for r in load_instructions(cfg.data)]
+    eval_rows = load_eval(cfg.eval_data, cfg.eval_limit)
+    eval_len = getattr(model.config, "max_position_embeddings", 2048)
+
+    def eval_fn(m, step):
+        res = evaluate_mmlu(m, tok, eval_rows, cfg.eval_shots, cfg.eval_batch_size, eval_len)
+        return [{"arm": arm, "step": step, "task": t, "accuracy": a, "n": n} for t, (a, n) in res.items()]
+
+    opt = OptimConfig(learning_rate=cfg.learning_rate, total_steps=cfg.max_steps,
+                      warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), min_lr_ratio=cfg.min_lr_ratio,
+                      weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2), grad_clip=cfg.grad_clip)
+    n_tok = sum(len(ids) for ids, _ in encoded) / len(encoded)
+    res, model, acc = train_loop(
+        model, tune_batches(encoded, cfg.batch_size, cfg.micro_batch_size, pad, ctx.seed), opt,
+        ckpt_dir=arm_dir / f"ckpt-{key}", save_steps=cfg.save_steps, log_steps=1,
+        tokens_per_step=int(round(n_tok * cfg.batch_size)), accelerator=make_accelerator(ctx),
+        eval_fn=eval_fn, eval_steps=cfg.eval_every, stop_after=stop_after)
+    write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", res.log)
+    final = {r["task"]: r["accuracy"] for r in res.evals if r["step"] == res.steps_done}
+    first = {r["task"]: r["accuracy"] for r in res.evals if r["step"] == 0}
+    result = {"metrics": {"final_loss": res.log[-1]["loss"] if res.log else None, "steps": res.steps_done,
+                          "tokens": res.tokens, "wall_s": round(time.time() - t0, 2),
+                          "accuracy_step0": first, "accuracy": final, "completed": res.completed},
+              "curve": res.evals}
+    if res.completed:
+        save_final(acc, model, tok, arm_dir / "model")
+        io.write_json(done, {"key": key, "result": result})
+        import shutil
+
+        shutil.rmtree(arm_dir / f"ckpt-{key}", ignore_errors=True)
+    acc.free_memory()
+    return result
+
+
+def write_curve(path: Path, rows: list[dict]) -> Path:
+    from . import io
+
+    with io.atomic_open(path) as f:
+        f.write("arm,step,task,accuracy\n")
+        for r in rows:
+            f.write(f"{r['arm']},{r['step']},{r['task']},{r['accuracy']:.6f}\n")
+    return path
+
+
+def tune_arms(ctx, cfg: Params) -> dict:
+    """Tune every arm; writes curve.csv (all arms) and loss_<arm>.csv; returns stage metrics."""
+    metrics, curve = {}, []
+    write_curve(ctx.stage_dir / "curve.csv", curve)
+    for arm in cfg.arms:
+        result = tune_arm(ctx, cfg, arm)
+        metrics[arm] = result["metrics"]
+        curve += result["curve"]
+        write_curve(ctx.stage_dir / "curve.csv", curve)
+    return {"arms": metrics}
+
+
+def curve_frame(ctx):
+    import pandas as pd
+
+    return pd.read_csv(ctx.stage_dir / "curve.csv")
+
+
+def plot_curve(ctx):
+    """Figure 4 analogue: accuracy over tuning steps, one line per arm, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = curve_frame(ctx)
+    tasks = list(dict.fromkeys(df["task"]))
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for arm, g in df[df["task"] == task].groupby("arm", sort=False):
+            ax.plot(g["step"], g["accuracy"], marker="o", label=arm)
+        ax.set_title(task)
+        ax.set_xlabel("instruction-tuning step")
+        ax.set_ylabel("accuracy")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(ctx.stage_dir / "curve.png", dpi=120)
+    return fig

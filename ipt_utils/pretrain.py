@@ -1,0 +1,804 @@
+"""Stage 03: pre-train one model per data arm on an equal token budget (NOTES.md section 6).
+
+Arms (what differs is only the data; model, hyper-parameters and budget are shared):
+  vanilla     raw corpus
+  mix         raw corpus + synthesizer-tuning data x tuning_repeat (each record rendered by
+              ipt_utils.templify like a one-text synthesized chain)
+  instruct    raw corpus with every converted text replaced by its instruction-augmented
+              text (<work>/02_synthesize/augmented.jsonl, `text` field, keyed by raw `id`)
+              + synthesizer-tuning data x tuning_repeat (paper: 4)
+  pairs_only  the synthesized pairs of the converted texts, without the raw texts
+              (plain "Question: ...\nAnswer: ..." blocks, one document per text)
+  continual   instruction-augmented corpus from `base_model`, mixed with general
+              instructions ("{question} {response}") at `general_ratio` of the tokens
+Arms start from a random Mistral `model` (init: scratch), except `continual`, and every
+arm when init == base_model (domain continual pre-training: Vanilla PT-8B = vanilla arm);
+arms that start from base_model use its tokenizer and mix in general instructions.
+
+Data: each source is tokenized once (cache key: tokenizer + file contents + renderer
+version) under <work>/03_pretrain/cache; an arm draws documents in shuffled epochs until
+its budget of `steps * batch_tokens` tokens is filled and packs them into seq_len rows
+(ipt_utils.packing), stored as .npy and memory-mapped for training.
+
+Training: a plain torch loop driven by `accelerate` (one process here; FSDP across GPUs
+with `accelerate_config`, see params/accelerate/): AdamW with decoupled weight decay,
+linear warmup + cosine to min_lr_ratio, gradient clipping, gradient accumulation to
+batch_tokens, bf16 autocast on GPU / fp32 on CPU, SDPA attention. Checkpoints every
+`save_steps` (model, optimizer, step, log); a rerun resumes from the newest one with the
+same data order and LR (both are pure functions of the step).
+
+MFU (PaLM, Chowdhery et al. 2022, appendix B): model FLOPs per token
+  6 * N + 12 * L * H * Q * T
+with N the parameters used in matrix multiplies (all but the input-embedding lookup; a
+tied embedding counts once, as the LM head), L layers, H heads, Q head dim, T sequence
+length; MFU = tokens/s * FLOPs per token / (devices * peak dense bf16 FLOP/s of the
+device, PEAK_BF16_FLOPS). On CPU MFU is reported as null.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .assets import ModelShape
+from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path, spec
+
+ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
+IGNORE = -100
+RENDER_VERSION = "render-1"  # part of the cache key of rendered sources (with templify.py's bytes)
+TEMPLIFY_SRC = Path(__file__).resolve().parent / "templify.py"
+
+
+@dataclass
+class Params:
+    arms: list[str] = spec(choices=ARMS, help="data arms to pre-train, in order")
+    raw_corpus: str = spec(kind="source", help="JSONL {id, domain, text} or hf:NAME")
+    synth_collection: str = spec(kind="source", help="synthesizer-tuning data {context, QA_list} (mix/instruct)")
+    general_instructions: str = spec(kind="source", help="{question, response} rows mixed into base-model arms")
+    tuning_repeat: int = spec(ge=0, help="times the tuning data appears in the mix/instruct pool (paper: 4)")
+    general_ratio: float = spec(ge=0.0, lt=1.0, help="token share of general instructions for arms from base_model")
+    init: str = spec(choices=("scratch", "base_model"), help="start of non-continual arms")
+    base_model: str = spec(kind="model", help="start of `continual` (tiny = random stand-in)")
+    model: ModelShape = spec(help="architecture of models trained from scratch")
+    tokenizer: str = spec(kind="model", help="tiny | hf:NAME | local dir (scratch arms)")
+    seq_len: int = spec(ge=16)
+    train_tokens: int = spec(ge=1, help="token budget of every arm")
+    batch_tokens: int = spec(ge=16, help="tokens per optimizer step (all devices, after accumulation)")
+    micro_batch_size: int = spec(ge=1, help="sequences per device forward pass")
+    learning_rate: float = spec(gt=0.0)
+    min_lr_ratio: float = spec(ge=0.0, le=1.0, help="cosine floor as a fraction of learning_rate")
+    warmup_ratio: float = spec(ge=0.0, lt=1.0)
+    weight_decay: float = spec(ge=0.0)
+    adam_beta1: float = spec(ge=0.0, lt=1.0)
+    adam_beta2: float = spec(ge=0.0, lt=1.0)
+    grad_clip: float = spec(ge=0.0, help="max global grad norm; 0 = off")
+    save_steps: int = spec(ge=1, help="checkpoint interval (steps)")
+    log_steps: int = spec(ge=1)
+    gradient_checkpointing: bool = spec()
+    num_proc: int = spec(ge=1, help="tokenization processes (datasets.map) for big corpora")
+    accelerate_config: str = spec(kind="optpath", help="'' = train in-process; else an accelerate "
+                                                       "config (e.g. params/accelerate/fsdp.yaml) to launch with")
+
+    def __post_init__(self):
+        if self.batch_tokens % self.seq_len:
+            raise ValueError(f"batch_tokens {self.batch_tokens} is not a multiple of seq_len {self.seq_len}")
+        if self.train_tokens < self.batch_tokens:
+            raise ValueError(f"train_tokens {self.train_tokens} < batch_tokens {self.batch_tokens}")
+        if len(set(self.arms)) != len(self.arms) or not self.arms:
+            raise ValueError(f"arms must be a non-empty list without repeats, got {self.arms}")
+
+    @property
+    def steps(self) -> int:
+        return self.train_tokens // self.batch_tokens
+
+    @property
+    def batch_seqs(self) -> int:
+        return self.batch_tokens // self.seq_len
+
+
+# =========================================================================== sources
+
+def _rows(source: str, split: str = "train"):
+    """Rows of a local JSONL file or a hub dataset (`hf:NAME` = all configs, or `hf:NAME:CONFIG`)."""
+    from . import io
+
+    if source.startswith(HUB_PREFIX):
+        import datasets
+
+        name, _, config = source[len(HUB_PREFIX):].partition(":")
+        # no config named: every config of the dataset (e.g. the synthesizer collection)
+        configs = [config] if config else (datasets.get_dataset_config_names(name) or [None])
+        for c in configs:
+            yield from datasets.load_dataset(name, c, split=split)
+    else:
+        yield from io.iter_jsonl(resolve_path(source))
+
+
+def _text_of(row: dict) -> str:
+    for key in ("text", "content"):  # fixture / RefinedWeb
+        if isinstance(row.get(key), str):
+            return row[key]
+    raise ValueError(f"row without a text field: keys {sorted(row)}")
+
+
+def render_pairs(pairs, context: str = "") -> str:
+    """Plain readable text of a context and its (instruction, response) pairs."""
+    parts = [context.strip()] if context and context.strip() else []
+    parts += [f"Question: {q.strip()}\nAnswer: {a.strip()}" for q, a in pairs]
+    return "\n\n".join(parts)
+
+
+def render_collection_record(rec: dict, index: int, seed: int) -> str:
+    """A synthesizer-tuning record {context, QA_list[{Q, A}]} as pre-training text.
+
+    Rendered by ipt_utils.templify exactly like a synthesized one-text chain (same pattern
+    pools, option styles and layouts), so the tuning data reads like the augmented corpus.
+    """
+    from . import templify
+
+    pairs = [(qa["Q"], qa["A"]) for qa in rec.get("QA_list") or []]
+    member = templify.Member(id=f"tuning-{index}", text=(rec.get("context") or "").strip(), pairs=pairs)
+    return templify.templify_chain([member], seed=seed, chain_id=f"tuning-{index}")[0]["text"]
+
+
+def render_general(row: dict) -> str:
+    """General instruction data for continual pre-training: "{question} {response}"."""
+    return f"{row['question']} {row['response']}"
+
+
+def augmented_path(ctx) -> Path:
+    return ctx.work_root / "02_synthesize" / "augmented.jsonl"
+
+
+@dataclass
+class SourceTexts:
+    """Lazily materialised texts of one data source + what identifies them."""
+
+    name: str
+    key_parts: list
+    texts: Callable[[], list[str]]
+
+
+def source_texts(ctx, cfg: Params) -> dict[str, SourceTexts]:
+    """raw, tuning, instruct_corpus, pairs, general -> texts (read on demand)."""
+
+    def ident(src):
+        return src if src.startswith(HUB_PREFIX) else resolve_path(src)
+
+    aug = augmented_path(ctx)
+    aug_id = aug if aug.exists() else "missing"
+    memo: dict = {}
+
+    def raw_rows():
+        if "raw" not in memo:
+            memo["raw"] = [(str(r.get("id", i)), _text_of(r)) for i, r in enumerate(_rows(cfg.raw_corpus))]
+        return memo["raw"]
+
+    def aug_rows():
+        if "aug" not in memo:
+            from . import io
+
+            if not aug.exists():
+                raise FileNotFoundError(f"{aug}: no augmented corpus; run 02_synthesize first "
+                                        f"(needed by arms instruct/pairs_only/continual)")
+            memo["aug"] = {str(r["id"]): r for r in io.iter_jsonl(aug)}
+        return memo["aug"]
+
+    def instruct_corpus():
+        augmented = aug_rows()
+        return [augmented[i]["text"] if i in augmented else t for i, t in raw_rows()]
+
+    def pairs():
+        return [render_pairs(r["pairs"]) for r in aug_rows().values() if r.get("pairs")]
+
+    return {
+        "raw": SourceTexts("raw", [ident(cfg.raw_corpus)], lambda: [t for _, t in raw_rows()]),
+        "tuning": SourceTexts("tuning", [ident(cfg.synth_collection), RENDER_VERSION, ctx.seed, TEMPLIFY_SRC],
+                              lambda: [render_collection_record(r, i, ctx.seed)
+                                       for i, r in enumerate(_rows(cfg.synth_collection))]),
+        "instruct_corpus": SourceTexts("instruct_corpus", [ident(cfg.raw_corpus), aug_id], instruct_corpus),
+        "pairs": SourceTexts("pairs", [aug_id, RENDER_VERSION], pairs),
+        "general": SourceTexts("general", [ident(cfg.general_instructions)],
+                               lambda: [render_general(r) for r in _rows(cfg.general_instructions)]),
+    }
+
+
+def from_base(cfg: Params, arm: str) -> bool:
+    return arm == "continual" or cfg.init == "base_model"
+
+
+def arm_recipe(cfg: Params, arm: str) -> dict:
+    """{"pool": [(source, repeat)], "ratio": {source: token share}} of an arm.
+
+    Pool sources are drawn in their natural proportions (a source with repeat r appears r
+    times per epoch of the pool); `ratio` sources get an explicit share of the budget.
+    """
+    pool = {
+        "vanilla": [("raw", 1)],
+        "mix": [("raw", 1), ("tuning", cfg.tuning_repeat)],
+        "instruct": [("instruct_corpus", 1), ("tuning", cfg.tuning_repeat)],
+        "pairs_only": [("pairs", 1)],
+        "continual": [("instruct_corpus", 1)],
+    }[arm]
+    pool = [(s, r) for s, r in pool if r > 0]
+    ratio = {"general": cfg.general_ratio} if from_base(cfg, arm) and cfg.general_ratio > 0 else {}
+    return {"pool": pool, "ratio": ratio}
+
+
+# =========================================================================== data
+
+def arm_tokenizer_spec(cfg: Params, arm: str) -> str:
+    if from_base(cfg, arm) and cfg.base_model != TINY:
+        return cfg.base_model
+    return cfg.tokenizer
+
+
+def load_tokenizer(ctx, spec_: str):
+    from . import assets
+
+    tok = assets.load_tokenizer(ctx, spec_)
+    return tok
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None or eos is None:
+        raise ValueError("the tokenizer needs BOS and EOS tokens for document packing")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos  # bos is never a target
+    return bos, eos, pad
+
+
+def mix_documents(sources: dict, recipe: dict, budget: int, seed: int):
+    """Choose documents for one arm: returns (Docs in training order, per-source token counts).
+
+    sources: name -> packing.Docs. Deterministic for a given seed.
+    """
+    import numpy as np
+
+    from . import packing
+
+    rng = np.random.default_rng(seed)
+    ratio_budget = {s: int(round(r * budget)) for s, r in recipe["ratio"].items()}
+    pool_budget = budget - sum(ratio_budget.values())
+    chosen, labels = [], []
+    if recipe["pool"] and pool_budget > 0:
+        names = [s for s, _ in recipe["pool"]]
+        base = packing.concat(sources[s] for s in names)
+        starts = np.cumsum([0] + [len(sources[s]) for s in names])
+        # pool index -> document index in `base`; a source with repeat r appears r times
+        index = np.concatenate([np.tile(np.arange(starts[k], starts[k + 1]), r)
+                                for k, (_, r) in enumerate(recipe["pool"])])
+        pick = index[packing.fill_budget(base.lengths[index], pool_budget, rng)]
+        chosen.append(base.take(pick))
+        labels.append(np.searchsorted(starts, pick, side="right") - 1)
+    offset = len(recipe["pool"])
+    for k, (s, b) in enumerate(ratio_budget.items()):
+        if b > 0:
+            pick = packing.fill_budget(sources[s].lengths, b, rng)
+            chosen.append(sources[s].take(pick))
+            labels.append(np.full(len(pick), offset + k))
+    docs = packing.concat(chosen)
+    label = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    order = rng.permutation(len(docs))  # interleave sources
+    docs, label = docs.take(order), label[order]
+    names = [s for s, _ in recipe["pool"]] + list(ratio_budget)
+    counts = {n: int((docs.lengths[label == i] + 2).sum()) for i, n in enumerate(names)}
+    return docs, counts
+
+
+@dataclass
+class ArmData:
+    arm: str
+    path: Path  # .npy [n_rows, seq_len] int32
+    tokenizer: str
+    n_rows: int
+    n_docs: int
+    efficiency: float
+    source_tokens: dict = field(default_factory=dict)
+    cache_hits: int = 0
+    seconds: float = 0.0
+
+    def rows(self):
+        import numpy as np
+
+        return np.load(self.path, mmap_mode="r")
+
+
+def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
+    """Tokenize (cached) the arm's sources, mix them to the budget and pack; cached too."""
+    import numpy as np
+
+    from . import io, packing
+
+    t0 = time.time()
+    tok_spec = arm_tokenizer_spec(cfg, arm)
+    tok = load_tokenizer(ctx, tok_spec)
+    fp = packing.tokenizer_fingerprint(tok)
+    recipe = arm_recipe(cfg, arm)
+    srcs = source_texts(ctx, cfg)
+    names = [s for s, _ in recipe["pool"]] + list(recipe["ratio"])
+    cache = ctx.work / "cache"
+    keys = {s: packing.cache_key(fp, s, *srcs[s].key_parts) for s in names}
+    n_rows = cfg.steps * cfg.batch_seqs
+    key = packing.cache_key(arm, keys, recipe, n_rows, cfg.seq_len, ctx.seed)
+    out = ctx.work / "data" / f"{arm}-{key}.npy"
+    meta_path = out.with_suffix(".json")
+    if out.exists() and meta_path.exists():
+        meta = io.read_json(meta_path)
+        return ArmData(arm=arm, path=out, tokenizer=tok_spec, cache_hits=len(names) + 1,
+                       seconds=time.time() - t0, **meta)
+    docs, hits = {}, 0
+    for s in names:
+        docs[s], hit = packing.cached_tokenize(cache, keys[s], tok, srcs[s].texts, num_proc=cfg.num_proc)
+        hits += hit
+        if len(docs[s]) == 0:
+            raise ValueError(f"arm {arm}: source {s} has no documents")
+    bos, eos, pad = special_ids(tok)
+    mixed, counts = mix_documents(docs, recipe, n_rows * cfg.seq_len, ctx.seed)
+    packed = packing.pack(mixed, cfg.seq_len, bos, eos, pad, n_rows=n_rows)
+    with io.atomic_open(out, "wb", encoding=None) as f:
+        np.save(f, packed.input_ids)
+    meta = dict(n_rows=n_rows, n_docs=packed.n_docs, efficiency=packed.efficiency, source_tokens=counts)
+    io.write_json(meta_path, meta)
+    return ArmData(arm=arm, path=out, tokenizer=tok_spec, cache_hits=hits, seconds=time.time() - t0, **meta)
+
+
+def prepare_data(ctx, cfg: Params) -> dict[str, ArmData]:
+    return {arm: prepare_arm(ctx, cfg, arm) for arm in cfg.arms}
+
+
+def data_summary(data: dict[str, ArmData]):
+    """One row per arm: rows, documents, packing efficiency, token share per source."""
+    import pandas as pd
+
+    rows = []
+    for arm, d in data.items():
+        total = sum(d.source_tokens.values()) or 1
+        rows.append({"arm": arm, "rows": d.n_rows, "docs": d.n_docs, "packing_efficiency": round(d.efficiency, 4),
+                     **{f"share_{s}": round(n / total, 3) for s, n in d.source_tokens.items()},
+                     "prep_s": round(d.seconds, 2)})
+    return pd.DataFrame(rows)
+
+
+# =========================================================================== MFU
+
+# Dense (no sparsity) bf16 tensor-core peak FLOP/s per device, from vendor data sheets.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,  # SXM
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+}
+
+
+def peak_flops(device_name: str | None) -> float | None:
+    if not device_name:
+        return None
+    for key, value in PEAK_BF16_FLOPS.items():  # first match wins: specific names first
+        if key in device_name:
+            return value
+    return None
+
+
+def matmul_params(shape: ModelShape, vocab_size: int, tied: bool = True) -> int:
+    """Parameters used in matrix multiplies of a Mistral model (no embedding lookup, no norms)."""
+    h, q = shape.hidden_size, shape.head_dim
+    attn = h * shape.num_heads * q * 2 + h * shape.num_kv_heads * q * 2  # q,o + k,v
+    mlp = 3 * h * shape.intermediate_size  # gate, up, down
+    return shape.num_layers * (attn + mlp) + vocab_size * h  # + LM head (tied or not)
+
+
+def flops_per_token(shape: ModelShape, vocab_size: int, seq_len: int) -> float:
+    """PaLM appendix B: 6N + 12 L H Q T (forward + backward)."""
+    n = matmul_params(shape, vocab_size)
+    return 6 * n + 12 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
+
+
+def mfu(tokens_per_s: float, shape: ModelShape, vocab_size: int, seq_len: int,
+        device_name: str | None, n_devices: int = 1) -> float | None:
+    peak = peak_flops(device_name)
+    if peak is None or tokens_per_s <= 0:
+        return None
+    return tokens_per_s * flops_per_token(shape, vocab_size, seq_len) / (peak * n_devices)
+
+
+def shape_of(model) -> ModelShape:
+    c = model.config
+    return ModelShape(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                      num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
+                      num_kv_heads=c.num_key_value_heads, max_position_embeddings=c.max_position_embeddings,
+                      vocab_size=c.vocab_size)
+
+
+# =========================================================================== training loop
+
+@dataclass
+class OptimConfig:
+    learning_rate: float
+    total_steps: int
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0
+
+    def lr_factor(self, step: int) -> float:
+        """LR multiplier for optimizer step `step` (0-based): linear warmup, cosine decay."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    log: list  # rows {step, loss, lr, tokens}
+    evals: list  # rows from eval_fn
+    steps_done: int
+    tokens: int  # tokens processed (all ranks) by the end
+    step_seconds: float  # time spent in optimizer steps in this process's run (excludes ckpt/eval)
+    completed: bool
+    resumed_from: int
+
+
+def make_optimizer(model, opt: OptimConfig):
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=opt.learning_rate, betas=tuple(opt.betas))
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    done = [p for p in ckpt_dir.glob("step-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+
+
+def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, save_steps: int,
+               log_steps: int, tokens_per_step: int, accelerator=None, eval_fn: Callable | None = None,
+               eval_steps: int = 0, stop_after: int | None = None, on_log: Callable | None = None):
+    """Train `model` for opt.total_steps optimizer steps, resuming from ckpt_dir.
+
+    batches(step, rank, world) -> list of micro-batches (dicts with input_ids, labels and
+    optionally attention_mask), the same for a step on every call: data order is a pure
+    function of the step, so a resumed run sees exactly the data an uninterrupted one would.
+    eval_fn(model, step) -> list of rows, run at step 0, every eval_steps and at the end.
+    stop_after: test hook simulating a crash right after that step (no checkpoint taken).
+    Returns (TrainResult, unwrapped model, accelerator).
+    """
+    import torch
+    from accelerate import Accelerator
+
+    from . import io
+
+    acc = accelerator or Accelerator()
+    ckpt_dir = Path(ckpt_dir)
+    optimizer = make_optimizer(model, opt)
+    model, optimizer = acc.prepare(model, optimizer)
+    state = {"step": 0, "log": [], "evals": []}
+    resumed_from = 0
+    latest = _latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        acc.load_state(str(latest))
+        state = io.read_json(latest / "trainer_state.json")
+        resumed_from = state["step"]
+    model.train()
+    step_seconds = 0.0
+
+    def run_eval(step):
+        if eval_fn is None:
+            return
+        model.eval()
+        with torch.no_grad():
+            rows = eval_fn(acc.unwrap_model(model), step)
+        model.train()
+        state["evals"].extend(rows)
+
+    def save(step):
+        out = ckpt_dir / f"step-{step:07d}"
+        acc.save_state(str(out))
+        if acc.is_main_process:
+            io.write_json(out / "trainer_state.json", state)
+            for old in ckpt_dir.glob("step-*"):
+                if old != out:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    if state["step"] == 0 and not state["evals"]:
+        run_eval(0)
+    while state["step"] < opt.total_steps:
+        step = state["step"]
+        t0 = time.perf_counter()
+        lr = opt.learning_rate * opt.lr_factor(step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        micro = batches(step, acc.process_index, acc.num_processes)
+        n_items = sum(int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro)
+        loss_sum = torch.zeros((), device=acc.device)
+        for i, m in enumerate(micro):
+            m = {k: v.to(acc.device) for k, v in m.items()}
+            sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
+            with sync, acc.autocast():
+                out = model(**m, num_items_in_batch=max(1, n_items), use_cache=False)
+            acc.backward(out.loss)
+            loss_sum += out.loss.detach()
+        if opt.grad_clip > 0:
+            acc.clip_grad_norm_(model.parameters(), opt.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = acc.reduce(loss_sum, reduction="mean").item()
+        step_seconds += time.perf_counter() - t0
+        state["step"] = step = step + 1
+        if step % log_steps == 0 or step == opt.total_steps:
+            row = {"step": step, "loss": loss, "lr": lr, "tokens": step * tokens_per_step}
+            state["log"].append(row)
+            if on_log:
+                on_log(row)
+        if eval_fn is not None and (step == opt.total_steps or (eval_steps and step % eval_steps == 0)):
+            run_eval(step)
+        if stop_after is not None and step >= stop_after:
+            break
+        if step % save_steps == 0 and step < opt.total_steps:
+            save(step)
+    completed = state["step"] >= opt.total_steps
+    return TrainResult(log=state["log"], evals=state["evals"], steps_done=state["step"],
+                       tokens=state["step"] * tokens_per_step, step_seconds=step_seconds,
+                       completed=completed, resumed_from=resumed_from), acc.unwrap_model(model), acc
+
+
+def make_accelerator(ctx):
+    """bf16 autocast (fp32 master weights) when the run's dtype is bf16 on GPU; fp32 on CPU."""
+    import torch
+    from accelerate import Accelerator
+
+    mp = "bf16" if ctx.device == "cuda" and ctx.torch_dtype == torch.bfloat16 else "no"
+    return Accelerator(mixed_precision=mp, cpu=ctx.device == "cpu")
+
+
+def save_final(acc, model, tokenizer, out_dir: Path) -> Path:
+    """Save the trained model (gathering FSDP shards when distributed) with its tokenizer."""
+    from . import assets
+
+    if acc.num_processes == 1:
+        return assets.save_model(model, tokenizer, out_dir)
+    state_dict = acc.get_state_dict(model)
+    if acc.is_main_process:
+        tmp = Path(str(out_dir) + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    acc.wait_for_everyone()
+    return Path(out_dir)
+
+
+def write_loss_csv(path: Path, log: list) -> Path:
+    from . import io
+
+    with io.atomic_open(path) as f:
+        f.write("step,loss,lr,tokens\n")
+        for r in log:
+            f.write(f"{r['step']},{r['loss']:.6f},{r['lr']:.6g},{r['tokens']}\n")
+    return path
+
+
+# =========================================================================== pre-training
+
+def init_model(ctx, cfg: Params, arm: str, tokenizer):
+    """A fresh model (shared seeded init across arms) or the base model, fp32, SDPA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from . import assets
+
+    if from_base(cfg, arm) and cfg.base_model != TINY:
+        return AutoModelForCausalLM.from_pretrained(
+            assets.resolve_model(ctx, cfg.base_model), dtype=torch.float32, attn_implementation="sdpa",
+            use_safetensors=True, trust_remote_code=False)
+    init_dir = ctx.work / "init" / packing_key_for_init(cfg, tokenizer, ctx.seed)
+    if not (init_dir / "config.json").exists():
+        assets.build_tiny_model(init_dir, cfg.model, tokenizer, seed=ctx.seed)
+    return AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32, attn_implementation="sdpa")
+
+
+def packing_key_for_init(cfg: Params, tokenizer, seed: int) -> str:
+    from . import packing
+
+    return packing.cache_key(asdict(cfg.model), packing.tokenizer_fingerprint(tokenizer), seed)
+
+
+def pretrain_batches(rows, batch_seqs: int, micro_batch_size: int, bos: int, pad: int):
+    """batches(step, rank, world): rows [step*B, (step+1)*B) split over ranks and micro-batches."""
+    import numpy as np
+    import torch
+
+    from . import packing
+
+    def batches(step, rank, world):
+        per_rank = batch_seqs // world
+        start = step * batch_seqs + rank * per_rank
+        block = np.asarray(rows[start:start + per_rank], dtype=np.int64)
+        out = []
+        for i in range(0, per_rank, micro_batch_size):
+            ids = torch.from_numpy(block[i:i + micro_batch_size])
+            out.append({"input_ids": ids, "labels": packing.labels_for(ids, bos, pad)})
+        return out
+
+    return batches
+
+
+def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None, accelerator=None) -> dict:
+    """Pre-train one arm (resuming if a checkpoint exists); returns its metrics."""
+    import torch
+
+    from . import io
+
+    arm = data.arm
+    arm_dir = ctx.work / arm
+    done = arm_dir / "done.json"
+    run_key = _arm_key(ctx, cfg, data)
+    if done.exists() and (arm_dir / "model" / "config.json").exists():
+        prev = io.read_json(done)
+        if prev.get("key") == run_key:
+            return prev["metrics"]
+    t0 = time.time()
+    tok = load_tokenizer(ctx, data.tokenizer)
+    bos, eos, pad = special_ids(tok)
+    acc = accelerator or make_accelerator(ctx)
+    if acc.num_processes > 1 and cfg.batch_seqs % (acc.num_processes * cfg.micro_batch_size):
+        raise ValueError(f"batch of {cfg.batch_seqs} sequences does not split over "
+                         f"{acc.num_processes} devices x micro_batch_size {cfg.micro_batch_size}")
+    torch.manual_seed(ctx.seed)
+    model = init_model(ctx, cfg, arm, tok)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    opt = OptimConfig(learning_rate=cfg.learning_rate, total_steps=cfg.steps,
+                      warmup_steps=int(cfg.warmup_ratio * cfg.steps), min_lr_ratio=cfg.min_lr_ratio,
+                      weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                      grad_clip=cfg.grad_clip)
+    ckpt_dir = arm_dir / f"ckpt-{run_key}"
+    res, model, acc = train_loop(
+        model, pretrain_batches(data.rows(), cfg.batch_seqs, cfg.micro_batch_size, bos, pad), opt,
+        ckpt_dir=ckpt_dir, save_steps=cfg.save_steps, log_steps=cfg.log_steps,
+        tokens_per_step=cfg.batch_tokens, accelerator=acc, stop_after=stop_after)
+    if acc.is_main_process:
+        write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", res.log)
+    steps_run = res.steps_done - res.resumed_from
+    tps = steps_run * cfg.batch_tokens / res.step_seconds if res.step_seconds > 0 else 0.0
+    device_name = torch.cuda.get_device_name(0) if acc.device.type == "cuda" else None
+    metrics = {
+        "final_loss": res.log[-1]["loss"] if res.log else None,
+        "tokens": res.tokens,
+        "steps": res.steps_done,
+        "tokens_per_s": round(tps, 1),
+        "mfu": mfu(tps, shape_of(model), model.config.vocab_size, cfg.seq_len, device_name, acc.num_processes),
+        "packing_efficiency": data.efficiency,
+        "source_tokens": data.source_tokens,
+        "wall_s": round(time.time() - t0, 2),
+        "resumed_from": res.resumed_from,
+        "device": device_name or "cpu",
+        "n_devices": acc.num_processes,
+    }
+    if not res.completed:
+        metrics["completed"] = False
+        acc.free_memory()
+        return metrics
+    save_final(acc, model, tok, arm_dir / "model")
+    if acc.is_main_process:
+        io.write_json(done, {"key": run_key, "metrics": metrics})
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    acc.free_memory()  # drop the accelerator's references to this arm's model/optimizer
+    return metrics
+
+
+def _arm_key(ctx, cfg: Params, data: ArmData) -> str:
+    from . import packing
+
+    return packing.cache_key(asdict(cfg), data.path.name, ctx.seed, data.tokenizer)
+
+
+def train_arms(ctx, cfg: Params, data: dict[str, ArmData]) -> dict:
+    """Train every arm in-process, or launch `accelerate launch` when accelerate_config is set."""
+    if cfg.accelerate_config:
+        return launch(ctx, cfg)
+    return {"arms": {arm: train_arm(ctx, cfg, d) for arm, d in data.items()}}
+
+
+def loss_frame(ctx, cfg: Params):
+    import pandas as pd
+
+    frames = []
+    for arm in cfg.arms:
+        path = ctx.stage_dir / f"loss_{arm}.csv"
+        if path.exists():
+            frames.append(pd.read_csv(path).assign(arm=arm))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "loss", "lr", "tokens", "arm"])
+
+
+def plot_losses(ctx, cfg: Params):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = loss_frame(ctx, cfg)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for arm, g in df.groupby("arm", sort=False):
+        ax.plot(g["tokens"], g["loss"], label=arm)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"03 pre-training ({ctx.profile})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(ctx.stage_dir / "loss.png", dpi=120)
+    return fig
+
+
+def metrics_frame(metrics: dict):
+    import pandas as pd
+
+    cols = ["final_loss", "tokens", "tokens_per_s", "mfu", "packing_efficiency", "wall_s"]
+    return pd.DataFrame([{"arm": a, **{c: m.get(c) for c in cols}} for a, m in metrics["arms"].items()])
+
+
+# =========================================================================== multi-GPU launch
+
+def launch(ctx, cfg: Params) -> dict:
+    """Run `accelerate launch --config_file <accelerate_config> -m ipt_utils.pretrain` on this
+    stage's parameters (written to <work>/03_pretrain/launch.json) and read back the metrics."""
+    import subprocess
+    import sys
+
+    from . import io
+
+    spec_path = ctx.work / "launch.json"
+    io.write_json(spec_path, {"profile": ctx.profile, "run_dir": str(ctx.run_dir), "run": asdict(ctx.run),
+                              "pretrain": asdict(cfg)})
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(resolve_path(cfg.accelerate_config)), "-m", "ipt_utils.pretrain", str(spec_path)]
+    subprocess.run(cmd, check=True, cwd=resolve_path("."))
+    return io.read_json(ctx.work / "launch_metrics.json")
+
+
+def main(argv=None) -> int:
+    """Entry point of a launched (possibly multi-process) pre-training: python -m ipt_utils.pretrain SPEC."""
+    import argparse
+
+    from accelerate import Accelerator
+
+    from . import io, stage
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("spec", help="launch.json written by ipt_utils.pretrain.launch")
+    args = ap.parse_args(argv)
+    spec_ = io.read_json(args.spec)
+    ns = {"profile": spec_["profile"], "run_dir": spec_["run_dir"], "run": spec_["run"], **spec_["pretrain"]}
+    ctx, cfg = stage.open_stage("03_pretrain", ns)
+    import torch
+
+    acc = Accelerator(mixed_precision="bf16" if ctx.torch_dtype == torch.bfloat16 and ctx.device == "cuda" else "no")
+    with acc.main_process_first():
+        data = prepare_data(ctx, cfg)
+    metrics = {"arms": {arm: train_arm(ctx, cfg, d, accelerator=acc) for arm, d in data.items()}}
+    if acc.is_main_process:
+        io.write_json(ctx.work / "launch_metrics.json", metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

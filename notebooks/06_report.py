@@ -1,0 +1,64 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Report
+#
+# Rebuilds the paper's tables and figures from result files only (no model is loaded):
+# Table 1 (Vanilla / Mix / Instruct PT), Table 2 (data efficiency), Table 3 (domain),
+# Table 4 (ablations), Table 5 (synthesizer evaluation), synthesis statistics, Figure 4
+# (accuracy over instruction tuning), loss curves, synthesis distributions. The paper's
+# numbers (`ipt_utils/reference/paper_numbers.csv`, tagged with source and confidence)
+# stand beside ours; cells we did not run read "not run".
+#
+# - **Inputs:** this run's stage dirs 01–05 (and `compare_runs`, `ablation_runs`).
+# - **Outputs (stage dir):** `tables/*.md|csv|tex`, `figures/*.png|pdf`, `summary.md`
+#   (per table: built or skipped with the missing file, and whether our direction agrees
+#   with the paper), `metrics.json`.
+
+# %%
+from ipt_utils import report, stage
+
+# %% tags=["parameters"]
+profile = "ci-tiny"
+run_dir = "../results/runs/ci-tiny"
+interactive = True
+run = {"seed": 0, "work_dir": "", "device": "auto", "offline": True, "dtype": "auto"}
+compare_runs = []
+paper_size = "500M"
+baselines = {}
+ablation_runs = {}
+tie_margin = 0.5
+figure_formats = ["png"]
+
+# %%
+ctx, cfg = stage.open_stage("06_report", globals())
+
+# %%
+inputs = report.collect_inputs(ctx.run_dir, cfg)
+inputs.missing
+
+# %%
+tables = report.build_tables(inputs, cfg, ctx.stage_dir)
+[(t.name, t.skipped or "built") for t in tables]
+
+# %%
+figures = report.build_figures(inputs, cfg, ctx.stage_dir)
+[(f.name, f.skipped or "built") for f in figures]
+
+# %%
+metrics = report.write_summary(inputs, cfg, tables, figures, ctx.stage_dir)
+print((ctx.stage_dir / "summary.md").read_text())
+
+# %%
+stage.finish_stage(ctx, metrics)

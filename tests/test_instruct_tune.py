@@ -1,0 +1,154 @@
+"""Stage 04: response-only loss mask, batching, MMLU-style scoring and the tuning curve."""
+import json
+import random
+
+import numpy as np
+import pytest
+
+from ipt_utils import assets, instruct_tune
+from ipt_utils.instruct_tune import IGNORE, SEP
+from ipt_utils.schema import validate
+from ipt_utils.stage import RunParams, StageContext
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
+            max_position_embeddings=512, vocab_size=0)
+WORDS = "what is the rate of gene cell market price answer river city water light growth".split()
+
+
+def _jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("it")
+    rng = random.Random(0)
+
+    def para(n):
+        return " ".join(rng.choice(WORDS) for _ in range(n))
+
+    ins = [{"id": f"i{i}", "task": "qa", "instruction": para(8) + "?", "response": para(5)} for i in range(40)]
+    mmlu = [{"question": para(6) + "?", "subject": ["high_school_biology", "econometrics"][i % 2],
+             "choices": [para(2) for _ in range(4)], "answer": rng.randrange(4)} for i in range(12)]
+    files = {"ins": _jsonl(d / "ins.jsonl", ins), "mmlu": _jsonl(d / "eval" / "mmlu.jsonl", mmlu)}
+    tok = assets.build_tiny_tokenizer(d / "tok", vocab_size=400, files=[files["ins"], files["mmlu"]])
+    return files, tok, mmlu
+
+
+def test_mask_is_response_only_token_by_token(env):
+    _, tok, _ = env
+    ids, labels = instruct_tune.encode_example(tok, "What is the rate?", "The rate is high.", max_len=256)
+    prompt = tok("What is the rate?" + SEP, add_special_tokens=False)["input_ids"]
+    resp = tok("The rate is high.", add_special_tokens=False)["input_ids"]
+    assert ids == [tok.bos_token_id] + prompt + resp + [tok.eos_token_id]
+    assert len(labels) == len(ids)
+    for i, (t, lab) in enumerate(zip(ids, labels)):
+        if i <= len(prompt):  # <s> and every prompt token
+            assert lab == IGNORE, (i, tok.decode([t]))
+        else:  # every response token and the closing </s>
+            assert lab == t, (i, tok.decode([t]))
+    assert tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE]) == "The rate is high.</s>"
+
+
+def test_truncation_keeps_the_response(env):
+    _, tok, _ = env
+    ids, labels = instruct_tune.encode_example(tok, "what is " * 200, "the answer", max_len=40)
+    assert len(ids) == len(labels) == 40 and ids[0] == tok.bos_token_id
+    assert tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE]) == "the answer</s>"
+
+
+def test_collate_pads_with_ignored_labels():
+    batch = instruct_tune.collate([([1, 5, 6], [IGNORE, 5, 6]), ([1, 7], [IGNORE, 7])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 5, 6], [IGNORE, 7, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_example_order_is_seeded_epochs():
+    first = np.concatenate([instruct_tune.example_order(10, s, 4, seed=0) for s in range(5)])
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:20].tolist()) == list(range(10))
+    assert instruct_tune.example_order(10, 3, 4, seed=0).tolist() == first[12:16].tolist()
+    assert instruct_tune.example_order(10, 0, 4, seed=1).tolist() != first[:4].tolist()
+
+
+def test_mmlu_prompts_zero_and_few_shot(env):
+    _, _, rows = env
+    zero = instruct_tune.mmlu_requests(rows, 0)
+    ctx, conts, gold = zero[0]
+    subject = rows[0]["subject"].replace("_", " ")
+    assert ctx.startswith(f"The following are multiple choice questions (with answers) about {subject}.\n\n")
+    assert ctx.endswith("D. " + rows[0]["choices"][3] + "\nAnswer:") and conts == [" A", " B", " C", " D"]
+    assert gold == rows[0]["answer"]
+    two = instruct_tune.mmlu_requests(rows, 2)
+    for i, (ctx, _, _) in enumerate(two):
+        assert ctx.count("Answer:") == 3 and ctx.count(rows[i]["question"]) == 1  # never its own shot
+        same = [r for r in rows if r["subject"] == rows[i]["subject"] and r is not rows[i]]
+        assert same[0]["question"] in ctx
+
+
+def test_continuation_scores_match_unbatched_reference(env, tmp_path):
+    import torch
+
+    _, tok, rows = env
+    model = assets.build_tiny_model(tmp_path / "m", assets.ModelShape(**TINY), tok, seed=1).eval()
+    reqs = instruct_tune.mmlu_requests(rows[:5], 1)
+    reqs.append(("the river is", [" very wide water", " growth"], 0))  # multi-token path
+    got = instruct_tune.continuation_logprobs(model, tok, reqs, batch_size=3, max_len=512)
+    for (ctx, conts, _), scores in zip(reqs, got):
+        for cont, score in zip(conts, scores):
+            c_ids = tok(cont, add_special_tokens=False)["input_ids"]
+            ids = [tok.bos_token_id] + tok(ctx, add_special_tokens=False)["input_ids"] + c_ids
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], -1)
+            ref = sum(float(logp[len(ids) - len(c_ids) - 1 + j, t]) for j, t in enumerate(c_ids))
+            assert score == pytest.approx(ref, abs=1e-4)
+    acc = instruct_tune.evaluate_mmlu(model, tok, rows, [0, 1], batch_size=8, max_len=512)
+    assert set(acc) == {"mmlu_0shot", "mmlu_1shot"} and all(0 <= a <= 1 and n == 12 for a, n in acc.values())
+
+
+def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
+    import pandas as pd
+
+    files, tok, _ = env
+    run = RunParams(seed=0, work_dir="", device="cpu", offline=True, dtype="auto")
+    ctx = StageContext(profile="t", stage="04_instruct_tune", run_dir=tmp_path / "run",
+                       work_root=tmp_path / "work", run=run, interactive=False)
+    for arm in ("vanilla", "instruct"):
+        assets.build_tiny_model(ctx.work_root / "03_pretrain" / arm / "model", assets.ModelShape(**TINY), tok,
+                                seed=2)
+    cfg = validate(instruct_tune.Params, dict(
+        arms=["vanilla", "instruct"], data=files["ins"], eval_data=files["mmlu"], eval_shots=[0, 1], eval_limit=10,
+        eval_every=3, eval_batch_size=16, max_steps=7, max_len=64, batch_size=8, micro_batch_size=4,
+        learning_rate=3e-3, min_lr_ratio=0.1, warmup_ratio=0.1, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
+        grad_clip=1.0, save_steps=4))
+    part = instruct_tune.tune_arm(ctx, cfg, "vanilla", stop_after=5)  # interrupted; resumes from step 4
+    assert part["metrics"]["completed"] is False
+    metrics = instruct_tune.tune_arms(ctx, cfg)
+    curve = pd.read_csv(ctx.stage_dir / "curve.csv")
+    assert list(curve.columns) == ["arm", "step", "task", "accuracy"]
+    for arm in ("vanilla", "instruct"):
+        c = curve[curve["arm"] == arm]
+        assert sorted(set(c["step"])) == [0, 3, 6, 7] and set(c["task"]) == {"mmlu_0shot", "mmlu_1shot"}
+        assert len(c) == 8  # no duplicated evaluation after the resume
+        loss = pd.read_csv(ctx.stage_dir / f"loss_{arm}.csv")
+        assert loss["step"].tolist() == list(range(1, 8)) and loss["loss"].iloc[-1] < loss["loss"].iloc[0]
+        assert (ctx.work / arm / "model" / "model.safetensors").exists()
+        m = metrics["arms"][arm]
+        assert m["steps"] == 7 and set(m["accuracy"]) == {"mmlu_0shot", "mmlu_1shot"} and m["accuracy_step0"]
+    assert instruct_tune.plot_curve(ctx) is not None and (ctx.stage_dir / "curve.png").exists()
+
+
+def test_every_profile_has_a_valid_instruct_tune_section():
+    import yaml
+
+    from ipt_utils.profiles import PARAMS_DIR
+    from ipt_utils.schema import SchemaError
+
+    for path in sorted(PARAMS_DIR.glob("*.yaml")):
+        section = yaml.safe_load(path.read_text())["instruct_tune"]
+        try:
+            validate(instruct_tune.Params, section, source=path.name, prefix="instruct_tune")
+        except SchemaError as e:  # shipped fixtures may not be generated yet in a fresh checkout
+            assert all("does not exist" in msg for _, msg in e.problems), e

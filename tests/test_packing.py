@@ -1,0 +1,105 @@
+"""Tokenize-once caching, BOS/EOS packing, label masks and budget filling (ipt_utils.packing)."""
+import numpy as np
+import pytest
+
+from ipt_utils import packing
+from ipt_utils.packing import IGNORE, Docs
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+def _docs():
+    return Docs.from_lists([[5, 6, 7], [8], [9, 10]])
+
+
+def test_stream_places_bos_and_eos_around_every_document():
+    s = packing.stream(_docs(), BOS, EOS)
+    assert s.tolist() == [1, 5, 6, 7, 2, 1, 8, 2, 1, 9, 10, 2]
+
+
+def test_pack_cuts_rows_without_padding_until_the_last_row():
+    p = packing.pack(_docs(), seq_len=4, bos=BOS, eos=EOS, pad=PAD)
+    assert p.input_ids.tolist() == [[1, 5, 6, 7], [2, 1, 8, 2], [1, 9, 10, 2]]
+    assert p.efficiency == 1.0 and p.n_docs == 3 and p.n_truncated == 0
+    p = packing.pack(_docs(), seq_len=5, bos=BOS, eos=EOS, pad=PAD)
+    assert p.input_ids.tolist() == [[1, 5, 6, 7, 2], [1, 8, 2, 1, 9], [10, 2, 0, 0, 0]]
+    assert p.n_real == 12 and p.efficiency == pytest.approx(12 / 15)
+
+
+def test_pack_to_exact_rows_truncates_the_stream():
+    p = packing.pack(_docs(), seq_len=4, bos=BOS, eos=EOS, pad=PAD, n_rows=2)
+    assert p.input_ids.shape == (2, 4) and p.n_truncated == 4 and p.efficiency == 1.0
+
+
+def test_labels_ignore_bos_and_pad_but_keep_eos():
+    import torch
+
+    p = packing.pack(_docs(), seq_len=5, bos=BOS, eos=EOS, pad=PAD)
+    lab = packing.labels_for(p.input_ids, BOS, PAD)
+    assert lab.dtype == np.int64
+    assert lab.tolist() == [[IGNORE, 5, 6, 7, 2], [IGNORE, 8, 2, IGNORE, 9], [10, 2, IGNORE, IGNORE, IGNORE]]
+    t = packing.labels_for(torch.from_numpy(p.input_ids.astype(np.int64)), BOS, PAD)
+    assert t.tolist() == lab.tolist()
+    # the only cross-document target (EOS -> next BOS) is never trained
+    ids = p.input_ids.reshape(-1)
+    after_eos = np.flatnonzero(ids[:-1] == EOS) + 1
+    assert (lab.reshape(-1)[after_eos] != BOS).all()
+
+
+def test_take_and_concat_match_python():
+    d = Docs.from_lists([[1], [2, 3], [], [4, 5, 6]])
+    t = d.take(np.array([3, 0, 3, 2, 1]))
+    assert [t.doc(i).tolist() for i in range(len(t))] == [[4, 5, 6], [1], [4, 5, 6], [], [2, 3]]
+    c = packing.concat([d, t])
+    assert len(c) == 9 and c.doc(8).tolist() == [2, 3] and c.tokens.dtype == np.int32
+
+
+def test_fill_budget_uses_every_document_before_repeating():
+    lengths = np.array([10, 20, 30, 40])  # cost +2 each: 108 per epoch
+    rng = np.random.default_rng(0)
+    idx = packing.fill_budget(lengths, 250, rng)
+    cost = np.cumsum(lengths[idx] + 2)
+    assert cost[-1] >= 250 and cost[-2] < 250  # stops at the first crossing
+    assert sorted(idx[:4].tolist()) == [0, 1, 2, 3] and sorted(idx[4:8].tolist()) == [0, 1, 2, 3]
+    again = packing.fill_budget(lengths, 250, np.random.default_rng(0))
+    assert again.tolist() == idx.tolist()
+    with pytest.raises(ValueError):
+        packing.fill_budget(np.array([], dtype=np.int64), 10, rng)
+
+
+def test_batch_tokenize_matches_single_calls_and_caches(tmp_path):
+    from ipt_utils import assets
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join('{"text": "alpha beta gamma %d delta"}\n' % i for i in range(50)))
+    tok = assets.build_tiny_tokenizer(tmp_path / "tok", vocab_size=300, files=[str(corpus)])
+    texts = [f"alpha beta {i} gamma" for i in range(7)] + [""]
+    docs = packing.tokenize(tok, texts, batch_size=3)
+    for i, t in enumerate(texts):
+        assert docs.doc(i).tolist() == tok(t, add_special_tokens=False)["input_ids"]
+    calls = []
+
+    def texts_fn():
+        calls.append(1)
+        return texts
+
+    key = packing.cache_key(packing.tokenizer_fingerprint(tok), "src", corpus)
+    a, hit_a = packing.cached_tokenize(tmp_path / "cache", key, tok, texts_fn)
+    b, hit_b = packing.cached_tokenize(tmp_path / "cache", key, tok, texts_fn)
+    assert (hit_a, hit_b) == (False, True) and len(calls) == 1
+    assert b.tokens.tolist() == docs.tokens.tolist() and b.offsets.tolist() == docs.offsets.tolist()
+    corpus.write_text(corpus.read_text() + '{"text": "changed"}\n')  # file content is in the key
+    assert packing.cache_key(packing.tokenizer_fingerprint(tok), "src", corpus) != key
+
+
+def test_pack_is_vectorised_at_scale():
+    import time
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 400, size=20_000)
+    docs = Docs(rng.integers(3, 1000, size=int(lengths.sum())).astype(np.int32),
+                np.concatenate([[0], np.cumsum(lengths)]))
+    t = time.perf_counter()
+    p = packing.pack(docs, 2048, BOS, EOS, PAD)
+    assert time.perf_counter() - t < 1.0  # ~4M tokens
+    assert int((p.input_ids == BOS).sum()) == 20_000 and int((p.input_ids == EOS).sum()) == 20_000

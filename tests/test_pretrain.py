@@ -1,0 +1,253 @@
+"""Stage 03: arm recipes, equal budgets, mixing ratios, LR schedule, MFU, training and resume."""
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from ipt_utils import assets, packing, pretrain
+from ipt_utils.schema import validate
+from ipt_utils.stage import RunParams, StageContext
+
+TINY = dict(hidden_size=64, intermediate_size=256, num_layers=2, num_heads=2, num_kv_heads=2,
+            max_position_embeddings=512, vocab_size=0)
+WORDS = "the cell protein market bank rate gene study result price model data river city water light".split()
+
+
+def _para(rng, n):
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Small raw corpus, tuning collection, augmented corpus, general instructions + tokenizer."""
+    d = tmp_path_factory.mktemp("data")
+    rng = random.Random(0)
+    raw = [{"id": f"r{i}", "domain": "general", "text": _para(rng, rng.randint(10, 80))} for i in range(120)]
+    coll = [{"context": _para(rng, 30), "QA_list": [{"Q": _para(rng, 5) + "?", "A": _para(rng, 3)}] * 2,
+             "QA_type": "free-form", "rc_name": "squad"} for _ in range(15)]
+    aug = [{"id": f"r{i}", "domain": "general", "text": "AUG " + raw[i]["text"] + "\n\nQ: why?\nA: because.",
+            "raw_text": raw[i]["text"], "pairs": [["Why is it so?", "Because."], ["What?", "This."]],
+            "chain_id": f"c{i}", "inherited": False, "mode": "plain", "layout": "classic"} for i in range(0, 120, 5)]
+    gen = [{"id": f"g{i}", "question": _para(rng, 8) + "?", "response": _para(rng, 12)} for i in range(40)]
+    files = dict(raw=_jsonl(d / "raw.jsonl", raw), coll=_jsonl(d / "coll.jsonl", coll),
+                 aug=_jsonl(d / "aug.jsonl", aug), gen=_jsonl(d / "gen.jsonl", gen))
+    tok_dir = d / "tok"
+    assets.build_tiny_tokenizer(tok_dir, vocab_size=512, files=[files["raw"], files["coll"], files["gen"]])
+    return files, tok_dir
+
+
+def _setup(tmp_path, inputs, **over):
+    files, tok_dir = inputs
+    run = RunParams(seed=0, work_dir="", device="cpu", offline=True, dtype="auto")
+    ctx = StageContext(profile="t", stage="03_pretrain", run_dir=tmp_path / "run", work_root=tmp_path / "work",
+                       run=run, interactive=False)
+    import shutil
+
+    shutil.copytree(tok_dir, ctx.work_root / "assets" / "tokenizer", dirs_exist_ok=True)
+    aug_dir = ctx.work_of("02_synthesize")
+    shutil.copy(files["aug"], aug_dir / "augmented.jsonl")
+    section = dict(arms=["vanilla", "mix", "instruct"], raw_corpus=files["raw"], synth_collection=files["coll"],
+                   general_instructions=files["gen"], tuning_repeat=4, general_ratio=0.5, init="scratch",
+                   base_model="tiny", model=TINY, tokenizer="tiny", seq_len=64, train_tokens=8 * 512,
+                   batch_tokens=512, micro_batch_size=4, learning_rate=3e-3, min_lr_ratio=0.1, warmup_ratio=0.25,
+                   weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, grad_clip=1.0, save_steps=3, log_steps=1,
+                   gradient_checkpointing=False, num_proc=1, accelerate_config="")
+    section.update(over)
+    return ctx, validate(pretrain.Params, section, prefix="pretrain")
+
+
+def test_params_cross_checks(tmp_path, inputs):
+    with pytest.raises(Exception, match="multiple of seq_len"):
+        _setup(tmp_path, inputs, batch_tokens=500)
+    with pytest.raises(Exception, match="expected one of"):
+        _setup(tmp_path, inputs, arms=["vanilla", "nope"])
+
+
+def test_instruct_corpus_replaces_converted_texts_only(tmp_path, inputs):
+    ctx, cfg = _setup(tmp_path, inputs)
+    src = pretrain.source_texts(ctx, cfg)
+    raw, inst = src["raw"].texts(), src["instruct_corpus"].texts()
+    assert len(raw) == len(inst) == 120
+    for i, (r, t) in enumerate(zip(raw, inst)):
+        assert t.startswith("AUG ") == (i % 5 == 0)
+        if i % 5:
+            assert t == r
+    pairs = src["pairs"].texts()
+    assert len(pairs) == 24 and all("Why is it so?" in p and "AUG" not in p for p in pairs)
+    tuning = src["tuning"].texts()
+    assert len(tuning) == 15 and all(t.strip() for t in tuning)
+    assert src["general"].texts()[0].endswith(".") and "?" in src["general"].texts()[0]
+
+
+def test_recipes():
+    cfg = type("C", (), {"tuning_repeat": 4, "general_ratio": 0.5, "init": "scratch"})()
+    assert pretrain.arm_recipe(cfg, "vanilla") == {"pool": [("raw", 1)], "ratio": {}}
+    assert pretrain.arm_recipe(cfg, "mix") == {"pool": [("raw", 1), ("tuning", 4)], "ratio": {}}
+    assert pretrain.arm_recipe(cfg, "instruct") == {"pool": [("instruct_corpus", 1), ("tuning", 4)], "ratio": {}}
+    assert pretrain.arm_recipe(cfg, "continual") == {"pool": [("instruct_corpus", 1)], "ratio": {"general": 0.5}}
+    cfg.init = "base_model"  # domain continual pre-training: every arm mixes general instructions
+    assert pretrain.arm_recipe(cfg, "vanilla")["ratio"] == {"general": 0.5}
+
+
+def test_mixing_ratios_natural_and_explicit():
+    rng = np.random.default_rng(0)
+    raw = packing.Docs.from_lists([[5] * int(n) for n in rng.integers(5, 50, 40)])
+    tun = packing.Docs.from_lists([[6] * int(n) for n in rng.integers(5, 50, 10)])
+    gen = packing.Docs.from_lists([[7] * int(n) for n in rng.integers(5, 50, 30)])
+    srcs = {"raw": raw, "tuning": tun, "general": gen}
+    raw_cost, tun_cost = int((raw.lengths + 2).sum()), int((tun.lengths + 2).sum())
+    epoch = raw_cost + 3 * tun_cost
+    docs, counts = pretrain.mix_documents(srcs, {"pool": [("raw", 1), ("tuning", 3)], "ratio": {}}, 2 * epoch, seed=1)
+    assert counts == {"raw": 2 * raw_cost, "tuning": 6 * tun_cost}  # exactly two epochs of the pool
+    # tokens per source agree with the documents actually chosen
+    assert int((docs.tokens == 5).sum()) == 2 * int(raw.lengths.sum())
+    docs, counts = pretrain.mix_documents(srcs, {"pool": [("raw", 1)], "ratio": {"general": 0.5}}, 5000, seed=1)
+    share = counts["general"] / sum(counts.values())
+    assert abs(share - 0.5) < 60 / 5000  # within one document of the target
+    again, _ = pretrain.mix_documents(srcs, {"pool": [("raw", 1)], "ratio": {"general": 0.5}}, 5000, seed=1)
+    assert again.tokens.tolist() == docs.tokens.tolist()
+    # sources interleave rather than forming two blocks
+    first = [int(docs.doc(i)[0]) for i in range(len(docs))]
+    assert 7 in first[: len(first) // 3] and 5 in first[: len(first) // 3]
+
+
+def test_all_arms_share_the_token_budget(tmp_path, inputs):
+    ctx, cfg = _setup(tmp_path, inputs, arms=list(pretrain.ARMS))
+    data = pretrain.prepare_data(ctx, cfg)
+    rows = {arm: d.rows() for arm, d in data.items()}
+    for arm, r in rows.items():
+        assert r.shape == (cfg.steps * cfg.batch_seqs, cfg.seq_len), arm
+        assert data[arm].efficiency == 1.0
+        assert (r == 1).any() and (r == 2).any()  # <s> and </s> present
+    tok = pretrain.load_tokenizer(ctx, "tiny")
+    assert set(data["vanilla"].source_tokens) == {"raw"}
+    assert set(data["mix"].source_tokens) == {"raw", "tuning"}
+    assert set(data["instruct"].source_tokens) == {"instruct_corpus", "tuning"}
+    assert set(data["pairs_only"].source_tokens) == {"pairs"}
+    c = data["continual"].source_tokens
+    assert set(c) == {"instruct_corpus", "general"} and abs(c["general"] / sum(c.values()) - 0.5) < 0.1
+    aug_id = tok("AUG", add_special_tokens=False)["input_ids"][0]
+    assert not (rows["vanilla"] == aug_id).any() and (rows["instruct"] == aug_id).any()
+    # cached: a second prepare reads the packed arrays back
+    again = pretrain.prepare_arm(ctx, cfg, "instruct")
+    assert again.path == data["instruct"].path and again.cache_hits == 3
+    summary = pretrain.data_summary(data)
+    assert list(summary["arm"]) == list(pretrain.ARMS)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    opt = pretrain.OptimConfig(learning_rate=1.0, total_steps=10, warmup_steps=2, min_lr_ratio=0.1)
+    f = [opt.lr_factor(s) for s in range(10)]
+    assert f[0] == pytest.approx(0.5) and f[1] == pytest.approx(1.0)
+    assert f[2] == pytest.approx(1.0)  # cosine starts at the top
+    assert all(a >= b for a, b in zip(f[2:], f[3:]))
+    assert opt.lr_factor(10) == pytest.approx(0.1)
+    assert f[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
+
+
+def test_mfu_arithmetic_by_hand():
+    shape = assets.ModelShape(**TINY)
+    # per layer: q,o 64*64 each, k,v 64*64 each (2 kv heads of 32), mlp 3*64*256
+    n = 2 * (4 * 64 * 64 + 3 * 64 * 256) + 2048 * 64
+    assert n == 262144 == pretrain.matmul_params(shape, 2048)
+    fpt = 6 * 262144 + 12 * 2 * 2 * 32 * 256
+    assert fpt == 1966080 == pretrain.flops_per_token(shape, 2048, 256)
+    got = pretrain.mfu(1e6, shape, 2048, 256, "NVIDIA A100-SXM4-80GB", n_devices=2)
+    assert got == pytest.approx(1e6 * 1966080 / (2 * 312e12))
+    assert pretrain.peak_flops("NVIDIA H100 PCIe") == 756e12 and pretrain.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert pretrain.mfu(1e6, shape, 2048, 256, None) is None  # CPU
+    # matmul params = real model parameters minus the RMSNorm weights (tied embeddings)
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    m = MistralForCausalLM(MistralConfig(vocab_size=2048, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, head_dim=32,
+                                         tie_word_embeddings=True))
+    norms = sum(p.numel() for name, p in m.named_parameters() if "norm" in name)
+    assert sum(p.numel() for p in m.parameters()) - norms == n
+
+
+def _losses(path):
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def test_train_arm_resume_matches_uninterrupted_run(tmp_path, inputs):
+    ctx_a, cfg = _setup(tmp_path / "a", inputs, arms=["vanilla"])
+    data_a = pretrain.prepare_arm(ctx_a, cfg, "vanilla")
+    m_a = pretrain.train_arm(ctx_a, cfg, data_a)
+    ref = _losses(ctx_a.stage_dir / "loss_vanilla.csv")
+    assert list(ref.columns) == ["step", "loss", "lr", "tokens"] and len(ref) == cfg.steps == 8
+    assert ref["tokens"].iloc[-1] == cfg.train_tokens and m_a["tokens"] == cfg.train_tokens
+    assert m_a["mfu"] is None and m_a["packing_efficiency"] == 1.0 and m_a["tokens_per_s"] > 0
+    assert ref["loss"].iloc[-1] < ref["loss"].iloc[0]
+    assert (ctx_a.work / "vanilla" / "model" / "config.json").exists()
+    assert not list((ctx_a.work / "vanilla").glob("ckpt-*"))  # checkpoints removed when done
+
+    ctx_b, cfg_b = _setup(tmp_path / "b", inputs, arms=["vanilla"])
+    data_b = pretrain.prepare_arm(ctx_b, cfg_b, "vanilla")
+    part = pretrain.train_arm(ctx_b, cfg_b, data_b, stop_after=5)  # "crash" after step 5; last ckpt = 3
+    assert part["completed"] is False
+    ckpts = list((ctx_b.work / "vanilla").glob("ckpt-*/step-*"))
+    assert [p.name for p in ckpts] == ["step-0000003"]
+    m_b = pretrain.train_arm(ctx_b, cfg_b, data_b)
+    assert m_b["resumed_from"] == 3
+    got = _losses(ctx_b.stage_dir / "loss_vanilla.csv")
+    assert got["step"].tolist() == ref["step"].tolist()
+    assert np.allclose(got["lr"], ref["lr"], rtol=1e-6)
+    assert np.allclose(got["loss"], ref["loss"], rtol=1e-4, atol=1e-5), (got["loss"] - ref["loss"]).abs().max()
+
+    from safetensors.torch import load_file
+
+    wa = load_file(ctx_a.work / "vanilla" / "model" / "model.safetensors")
+    wb = load_file(ctx_b.work / "vanilla" / "model" / "model.safetensors")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
+    # a finished arm is not retrained
+    assert pretrain.train_arm(ctx_b, cfg_b, data_b)["wall_s"] == m_b["wall_s"]
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, inputs):
+    ctx1, cfg1 = _setup(tmp_path / "m1", inputs, arms=["vanilla"], micro_batch_size=8, train_tokens=3 * 512)
+    ctx2, cfg2 = _setup(tmp_path / "m2", inputs, arms=["vanilla"], micro_batch_size=2, train_tokens=3 * 512)
+    for ctx, cfg in ((ctx1, cfg1), (ctx2, cfg2)):
+        pretrain.train_arm(ctx, cfg, pretrain.prepare_arm(ctx, cfg, "vanilla"))
+    a, b = _losses(ctx1.stage_dir / "loss_vanilla.csv"), _losses(ctx2.stage_dir / "loss_vanilla.csv")
+    assert np.allclose(a["loss"], b["loss"], rtol=1e-4)
+
+
+def test_continual_arm_starts_from_base_model(tmp_path, inputs):
+    ctx, cfg = _setup(tmp_path, inputs, arms=["continual"], train_tokens=2 * 512)
+    tok = pretrain.load_tokenizer(ctx, "tiny")
+    base = ctx.work_root / "base"
+    assets.build_tiny_model(base, assets.ModelShape(**TINY), tok, seed=7)
+    ctx2, cfg2 = _setup(tmp_path / "x", inputs, arms=["continual"], train_tokens=2 * 512, base_model=str(base))
+    model = pretrain.init_model(ctx2, cfg2, "continual", tok)
+    from safetensors.torch import load_file
+
+    w = load_file(base / "model.safetensors")
+    assert all(np.allclose(model.state_dict()[k].numpy(), w[k].numpy()) for k in w)
+    m = pretrain.train_arm(ctx2, cfg2, pretrain.prepare_arm(ctx2, cfg2, "continual"))
+    assert m["tokens"] == 2 * 512 and set(m["source_tokens"]) == {"instruct_corpus", "general"}
+
+
+def test_every_profile_has_a_valid_pretrain_section():
+    import yaml
+
+    from ipt_utils.profiles import PARAMS_DIR
+    from ipt_utils.schema import SchemaError
+
+    for path in sorted(PARAMS_DIR.glob("*.yaml")):
+        section = yaml.safe_load(path.read_text())["pretrain"]
+        try:
+            validate(pretrain.Params, section, source=path.name, prefix="pretrain")
+        except SchemaError as e:  # shipped fixtures may not be generated yet in a fresh checkout
+            assert all("does not exist" in msg for _, msg in e.problems), e

@@ -1,0 +1,167 @@
+"""Stage 06 on hand-made result files: every table and figure, paper numbers with their
+confidence tag, "not run" cells, and missing-input messages that name the files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ipt_utils import report, schema
+from ipt_utils.evaluate import TASKS
+
+CONF = "paper-reported (unverified) [sum]"
+
+
+def cfg(**kw) -> report.Params:
+    base = dict(compare_runs=[], paper_size="500M", baselines={"EleutherAI--pythia-1b": "Pythia-1B"},
+                ablation_runs={}, tie_margin=0.0, figure_formats=["png", "pdf"])
+    base.update(kw)
+    return schema.validate(report.Params, base)
+
+
+def fake_result(run_dir: Path, model_id, arm, tuned, scores: dict, profile="ci-tiny"):
+    """A results/<model_id>.json shaped like evaluate.evaluate_model's output."""
+    names = {t: f"ipt_{t}" for t in scores}
+    res = {"results": {}, "n-samples": {}, "ipt": {"model_id": model_id, "arm": arm, "tuned": tuned,
+                                                   "profile": profile, "tasks": names, "run": run_dir.name}}
+    for t, v in scores.items():
+        m = TASKS[t].metric
+        res["results"][names[t]] = {"alias": names[t], f"{m},none": v, f"{m}_stderr,none": "N/A",
+                                    "acc,none": v}
+        res["n-samples"][names[t]] = {"original": 20, "effective": 20}
+    p = run_dir / "05_evaluate" / "results" / f"{model_id}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(res))
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    rd = tmp_path / "run"
+    gen = {"arc_easy": 0.30, "boolq": 0.55, "piqa": 0.60, "mmlu": 0.25, "social_iqa": 0.40}
+    for arm, bump in (("vanilla", 0.0), ("mix", 0.01), ("instruct", 0.02), ("pairs_only", -0.01)):
+        fake_result(rd, f"pt-{arm}", arm, False, {t: v + bump for t, v in gen.items()}
+                    | {"pubmedqa": 0.5 + bump, "fpb": 0.4 + bump})
+    fake_result(rd, "it-instruct", "instruct", True, {t: v + 0.05 for t, v in gen.items()})
+    fake_result(rd, "EleutherAI--pythia-1b", "external", False, {t: v + 0.1 for t, v in gen.items()})
+    (rd / "03_pretrain").mkdir(parents=True)
+    (rd / "03_pretrain" / "metrics.json").write_text(json.dumps({"arms": {"instruct": {"tokens": 65536}}}))
+    for arm in ("vanilla", "instruct"):
+        pd.DataFrame({"step": [1, 2, 3], "loss": [7.0, 6.5, 6.1], "lr": [1e-3] * 3,
+                      "tokens": [512, 1024, 1536]}).to_csv(rd / "03_pretrain" / f"loss_{arm}.csv", index=False)
+    (rd / "04_instruct_tune").mkdir()
+    pd.DataFrame([{"arm": a, "step": s, "task": "mmlu", "accuracy": 0.25 + 0.01 * s * (a == "instruct")}
+                  for a in ("vanilla", "instruct") for s in (0, 5, 10)]).to_csv(
+        rd / "04_instruct_tune" / "curve.csv", index=False)
+    (rd / "02_synthesize").mkdir()
+    (rd / "02_synthesize" / "metrics.json").write_text(json.dumps(
+        {"texts_in": 10, "texts_skipped": 1, "pairs_per_text": 3.5, "tokens_per_pair": 40.2}))
+    # columns as ipt_utils.synthesize.stats_frame writes them (subset)
+    pd.DataFrame({"id": list("abcd"), "chain_id": list("aabb"), "items": [3, 5, 2, 5], "pairs": [3, 4, 2, 5],
+                  "tokens_per_pair": [30.0, 41.0, 52.5, float("nan")],
+                  "mode": ["qa", "options", "cot", "qa"], "layout": ["classic", "dialog", "classic", "classic"]}
+                 ).to_csv(rd / "02_synthesize" / "synthesis_stats.csv", index=False)
+    (rd / "01_synth_tune").mkdir()
+    pd.DataFrame({"model": ["base", "synthesizer"], "split": ["seen", "seen"], "response_f1": [0.1, 0.3]}
+                 ).to_csv(rd / "01_synth_tune" / "synth_eval.csv", index=False)
+    return rd
+
+
+def test_every_table_and_figure(run_dir, tmp_path):
+    out = tmp_path / "out"
+    m = report.make_report(run_dir, out, cfg())
+    for name in ("table1_general", "table1_general_tuned", "table2_data_efficiency", "table3_domain",
+                 "table4_ablations", "table5_synthesizer", "synthesis_stats"):
+        for ext in ("md", "csv", "tex"):
+            assert (out / "tables" / f"{name}.{ext}").exists(), (name, ext)
+    assert not m["tables_skipped"], m["tables_skipped"]
+    for name in ("table1_bars", "fig4_instruct_tune_curve", "loss_pretrain", "synthesis_distributions",
+                 "synthesis_mode_layout"):
+        assert (out / "figures" / f"{name}.png").exists() and (out / "figures" / f"{name}.pdf").exists(), name
+    assert "loss_instruct_tune" in m["figures_skipped"]  # no 04 loss files: skipped, named
+    assert "04_instruct_tune/loss_<arm>.csv" in m["figures_skipped"]["loss_instruct_tune"]
+
+    t1 = pd.read_csv(out / "tables" / "table1_general.csv", dtype=str)
+    boolq = t1[t1.task == "BoolQ"].iloc[0]
+    assert boolq["Instruct PT (paper 500M)"] == "62.0" and boolq["Vanilla PT (paper 1.3B)"] == "60.3"
+    assert boolq["Instruct PT (ours: ci-tiny)"] == "57.0"
+    assert boolq["paper confidence"] == CONF
+    hs = t1[t1.task == "HellaSwag"].iloc[0]  # neither we nor the paper have it
+    assert hs["Vanilla PT (ours: ci-tiny)"] == "not run" and hs["Instruct PT (paper 500M)"] == "not reported"
+    arc = t1[t1.task == "ARC-e"].iloc[0]
+    assert arc["Instruct PT (paper 500M)"] == "not reported" and arc["Instruct PT (paper 1.3B)"] == "60.5"
+    assert (t1.isna().sum().sum()) == 0  # never blank
+    # our instruct beats vanilla everywhere; paper 500M: PIQA and MMLU go the other way
+    agree = dict(zip(t1.task, t1["Instruct>Vanilla agrees with paper 500M? (ci-tiny)"]))
+    assert agree["BoolQ"] == "yes" and agree["PIQA"] == "no" and agree["ARC-e"] == "cannot judge"
+
+    t2 = pd.read_csv(out / "tables" / "table2_data_efficiency.csv", dtype=str)
+    assert "65.5K" in set(t2["training tokens"]) and "BLOOM-3B" in set(t2["paper model"])
+    bloom = t2[t2["paper model"] == "BLOOM-3B"].iloc[0]
+    assert bloom["average (ours)"] == "not run" and bloom["average (paper)"] == "50.1"
+
+    t3 = pd.read_csv(out / "tables" / "table3_domain.csv", dtype=str)
+    avg = t3[(t3.domain == "finance") & (t3.task == "Average")].iloc[0]
+    assert avg["Instruct PT (paper)"] == "74.7" and avg["Instruct PT (ours: ci-tiny)"] == "not run"
+    pub = t3[t3.task == "PubMedQA"].iloc[0]
+    assert pub["Instruct PT (ours: ci-tiny)"] == "52.0" and pub["base (Llama3-8B) (ours: ci-tiny)"] == "not run"
+
+    t4 = pd.read_csv(out / "tables" / "table4_ablations.csv", dtype=str)
+    assert t4.iloc[0]["biomedicine (paper)"] == "61.3" and (t4["finance (ours)"] == "not run").all()
+
+    md = (out / "tables" / "table1_general.md").read_text()
+    assert CONF in md and "not run" in md
+    assert "\\toprule" in (out / "tables" / "table3_domain.tex").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "agrees with the paper on" in summary and "Table 4" in summary
+    assert "Pythia-1B" in summary  # Table 2 agreement sentence
+
+
+def test_missing_inputs_are_named(tmp_path):
+    rd = tmp_path / "run"
+    (rd / "03_pretrain").mkdir(parents=True)
+    pd.DataFrame({"step": [1], "loss": [5.0], "lr": [1e-3], "tokens": [10]}).to_csv(
+        rd / "03_pretrain" / "loss_vanilla.csv", index=False)
+    m = report.make_report(rd, tmp_path / "out", cfg(compare_runs=[str(tmp_path / "other")]))
+    assert m["figures_built"] == ["loss_pretrain"]
+    reason = m["tables_skipped"]["table1_general"]
+    assert "05_evaluate/results" in reason and str(tmp_path / "other") in reason
+    assert str(rd / "01_synth_tune" / "synth_eval.csv") in m["tables_skipped"]["table5_synthesizer"]
+    assert str(rd / "04_instruct_tune" / "curve.csv") in m["figures_skipped"]["fig4_instruct_tune_curve"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "skipped" in summary and "Missing inputs" in summary and "synth_eval.csv" in summary
+
+
+def test_nothing_at_all_raises_naming_files(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        report.make_report(tmp_path / "empty", tmp_path / "out", cfg())
+    assert "05_evaluate/results" in str(e.value) and "curve.csv" in str(e.value)
+
+
+def test_compare_runs_join_tables(run_dir, tmp_path):
+    other = tmp_path / "other"
+    fake_result(other, "pt-vanilla", "vanilla", False, {"boolq": 0.6}, profile="paper-1.3b")
+    fake_result(other, "pt-instruct", "instruct", False, {"boolq": 0.7}, profile="paper-1.3b")
+    out = tmp_path / "out"
+    report.make_report(run_dir, out, cfg(compare_runs=[str(other)]))
+    t1 = pd.read_csv(out / "tables" / "table1_general.csv", dtype=str)
+    row = t1[t1.task == "BoolQ"].iloc[0]
+    assert row["Instruct PT (ours: paper-1.3b)"] == "70.0"
+    assert row["Instruct>Vanilla agrees with paper 1.3B? (paper-1.3b)"] == "yes"
+
+
+def test_profile_sections_validate():
+    root = schema.REPO_ROOT / "params"
+    for p in sorted(root.glob("*.yaml")):
+        section = yaml.safe_load(p.read_text())["report"]
+        schema.validate(report.Params, section, source=str(p), prefix="report")
+
+
+def test_paper_numbers_file():
+    pn = report.paper_numbers()
+    assert list(pn.columns) == ["table", "setting", "task", "arm_or_model", "value", "source", "confidence"]
+    assert pn.confidence.str.startswith(CONF).all()
+    assert len(pn[pn.table == "table1"]) == 24
+    assert set(pn[pn.table == "table1"].task) <= set(TASKS)

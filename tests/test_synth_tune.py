@@ -1,0 +1,129 @@
+"""Stage 01 data building, loss mask, training (full and LoRA) and resume."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from ipt_utils import assets, synth_tune
+from ipt_utils.format import Pair, render_context, render_pairs
+from ipt_utils.profiles import load_profile
+from ipt_utils.schema import validate
+from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.synth_tune import IGNORE, Example
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
+            max_position_embeddings=512, vocab_size=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return assets.build_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _cfg(tmp_path, **over):
+    base = load_profile("ci-tiny").section("synth_tune")
+    base.update(tiny_model=TINY, max_steps=6, save_steps=3, batch_size=2, max_seq_len=256, **over)
+    return validate(synth_tune.Params, base)
+
+
+def _ctx(tmp_path):
+    run = RunParams(seed=0, work_dir="", device="cpu", offline=True, dtype="float32")
+    return StageContext(profile="t", stage="01_synth_tune", run_dir=tmp_path / "run",
+                        work_root=tmp_path / "work", run=run, interactive=False)
+
+
+def test_loss_mask_token_by_token(tokenizer):
+    ex = Example("d", "Rain fell.", [Pair("What fell?", "Rain"), Pair("When?", "Today")], "free-form")
+    ids, labels = synth_tune.encode_example(tokenizer, ex)
+    ctx_ids = tokenizer(render_context("Rain fell."), add_special_tokens=False)["input_ids"]
+    tgt = render_pairs(ex.pairs) + "</s>"
+    tgt_ids = tokenizer(tgt, add_special_tokens=False)["input_ids"]
+    assert ids == ctx_ids + tgt_ids
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert ids[-1] == tokenizer.eos_token_id
+    for i, (tok_id, lab) in enumerate(zip(ids, labels)):
+        if i < len(ctx_ids):
+            assert lab == IGNORE, (i, tokenizer.decode([tok_id]))
+        else:
+            assert lab == tok_id
+    assert tokenizer.decode([t for t, l in zip(ids, labels) if l != IGNORE]) == tgt
+
+
+def _write_collection(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_load_split_cap_and_malformed(tmp_path):
+    rows = []
+    for ds in ("a", "b", "held"):
+        for i in range(10):
+            rows.append({"context": f"{ds} context {i}.", "QA_list": [{"Q": f"q{j}?", "A": f"a{j}"} for j in range(1 + i % 4)],
+                         "QA_type": "free-form", "rc_name": ds})
+    rows.append({"context": "no pairs", "QA_list": [], "QA_type": "x", "rc_name": "a"})
+    rows.append({"context": 5, "QA_list": [{"Q": "q", "A": "a"}], "rc_name": "a"})
+    src = tmp_path / "c.jsonl"
+    _write_collection(src, rows)
+    cfg = _cfg(tmp_path, data=str(src), heldout_datasets=["held"], max_per_dataset=4, eval_per_dataset=1)
+    examples, stats = synth_tune.load_collection(cfg)
+    assert stats["records_malformed"] == 2 and stats["records_read"] == 32
+    assert str(src) in stats["first_malformed"]
+    train, seen, unseen = synth_tune.split_examples(examples, cfg, seed=0)
+    assert {e.dataset for e in unseen} == {"held"} and not any(e.dataset == "held" for e in train)
+    assert len(seen) == 2 and not set(map(id, seen)) & set(map(id, train))
+    for ds in ("a", "b"):
+        kept = [e for e in train if e.dataset == ds]
+        assert len(kept) == 4
+        # the cap prefers contexts with the most pairs (among those not held out)
+        pool = sorted((len(e.pairs) for e in examples if e.dataset == ds and e not in seen), reverse=True)
+        assert sorted((len(e.pairs) for e in kept), reverse=True) == pool[:4]
+
+
+def test_sequences_concatenate_same_dataset(tokenizer):
+    exs = [Example(ds, f"Text {ds}{i} about things.", [Pair(f"Q{i}?", f"A{i}")], "free-form")
+           for ds in ("x", "y") for i in range(12)]
+    seqs, stats = synth_tune.build_sequences(tokenizer, exs, max_len=96, seed=0)
+    assert stats["examples_used"] == 24 and stats["sequences"] == len(seqs)
+    for s in seqs:
+        assert len(s["input_ids"]) <= 96 and len(s["input_ids"]) == len(s["labels"])
+        text = tokenizer.decode(s["input_ids"])
+        other = "y" if s["dataset"] == "x" else "x"
+        assert f"Text {other}" not in text  # never mixes datasets
+    assert any(tokenizer.decode(s["input_ids"]).count("<CON>") > 1 for s in seqs)  # few-shot
+    long = [Example("z", "word " * 200, [Pair("q?", "a")], "free-form")]
+    _, st = synth_tune.build_sequences(tokenizer, long, max_len=64, seed=0)
+    assert st["examples_too_long"] == 1
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method):
+    from transformers import AutoModelForCausalLM
+
+    ctx = _ctx(tmp_path)
+    cfg = _cfg(tmp_path, method=method, learning_rate=0.01)
+    examples, _ = synth_tune.load_collection(cfg)
+    train, _, _ = synth_tune.split_examples(examples, cfg, 0)
+    model, tok = synth_tune.base_model_and_tokenizer(ctx, cfg)
+    seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
+    m = synth_tune.train(ctx, cfg, seqs, model, tok)
+    assert m["steps"] == 6 and m["resumed_from_step"] == 0 and m["final_loss"] is not None
+    out = ctx.work / "model"
+    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
+    assert reloaded.config.model_type == "mistral"
+    assert (ctx.stage_dir / "train_log.csv").read_text().startswith("step,loss,lr")
+    if method == "full":
+        # crash after the step-3 checkpoint: drop what came later and run the same command
+        import shutil
+
+        import pandas as pd
+
+        full_log = pd.read_csv(ctx.stage_dir / "train_log.csv")
+        shutil.rmtree(ctx.work / "checkpoints" / "checkpoint-6")
+        shutil.rmtree(out)
+        model2, _ = synth_tune.base_model_and_tokenizer(ctx, cfg)
+        m2 = synth_tune.train(ctx, cfg, seqs, model2, tok)
+        assert m2["resumed_from_step"] == 3 and m2["steps"] == 6
+        resumed_log = pd.read_csv(ctx.stage_dir / "train_log.csv")
+        later = full_log["step"] > 3
+        assert list(resumed_log["step"]) == list(full_log["step"])
+        assert resumed_log["loss"][later].tolist() == pytest.approx(full_log["loss"][later].tolist(), rel=1e-4)
