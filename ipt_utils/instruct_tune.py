@@ -5,8 +5,10 @@ data ({id, task, instruction, response}) rendered as `<s>{instruction}\\n\\n{res
 with the loss on response tokens (and the closing `</s>`) only: prompt and padding
 labels are -100. Every `eval_every` steps (and at step 0 and the end) it scores
 MMLU-style questions ({question, subject, choices[4], answer}) by the log-likelihood of
-each answer continuation (" A".." D", lm-eval's MMLU format) after a zero- or few-shot
-prompt, batched; the curve goes to curve.csv (arm, step, task, accuracy).
+each answer continuation after a zero- or few-shot prompt, batched: `eval_format: letter`
+is lm-eval's MMLU format (options listed, continuations " A".." D", accuracy), `choice`
+scores each choice's text (accuracy of the per-byte normalised log-likelihood, acc_norm);
+the curve goes to curve.csv (arm, step, task, accuracy).
 
 The training loop (AdamW, warmup + cosine, clipping, accumulation, checkpoints and
 resume) is ipt_utils.pretrain.train_loop.
@@ -31,6 +33,9 @@ class Params:
     data: str = spec(kind="source", help="instruction JSONL {id, task, instruction, response} or hf:NAME")
     eval_data: str = spec(kind="source", help="MMLU-style JSONL {question, subject, choices, answer} or hf:NAME")
     eval_shots: list[int] = spec(ge=0, help="few-shot settings evaluated (task name mmlu_<k>shot)")
+    eval_format: str = spec(choices=("letter", "choice"),
+                            help="letter: lm-eval MMLU (options listed, continuations ' A'..' D', acc); "
+                                 "choice: 'Question: ..\\nAnswer:' + ' <choice text>', acc_norm by bytes")
     eval_limit: int = spec(ge=0, help="questions scored per evaluation; 0 = all")
     eval_every: int = spec(ge=1, help="steps between evaluations (also at step 0 and the end)")
     eval_batch_size: int = spec(ge=1)
@@ -157,16 +162,29 @@ def few_shot_pool(rows: list[dict], k: int) -> dict:
     return pool
 
 
-def mmlu_requests(rows: list[dict], k: int):
-    """(context, [continuations], gold) per question, lm-eval's MMLU layout."""
+def choice_question(row: dict, with_answer: bool) -> str:
+    text = f"Question: {row['question'].strip()}\nAnswer:"
+    return text + (f" {row['choices'][row['answer']]}\n\n" if with_answer else "")
+
+
+def mmlu_requests(rows: list[dict], k: int, fmt: str = "letter"):
+    """(context, [continuations], gold) per question.
+
+    letter: lm-eval's MMLU layout (subject header, options A-D listed, continuations " A".." D");
+    choice: "Question: ...\nAnswer:" with each choice's text as the continuation.
+    Few-shot examples come from the same subject, never the question itself.
+    """
     pool = few_shot_pool(rows, k)
+    render = mmlu_question if fmt == "letter" else choice_question
     out = []
     for i, r in enumerate(rows):
         subject = str(r.get("subject", "")).replace("_", " ")
         ctx = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
         shots = [j for j in pool.get(r.get("subject", ""), []) if j != i][:k]
-        ctx += "".join(mmlu_question(rows[j], True) for j in shots) + mmlu_question(r, False)
-        out.append((ctx, [f" {LETTERS[c]}" for c in range(len(r["choices"]))], r["answer"]))
+        ctx += "".join(render(rows[j], True) for j in shots) + render(r, False)
+        conts = [f" {LETTERS[c]}" for c in range(len(r["choices"]))] if fmt == "letter" \
+            else [f" {c}" for c in r["choices"]]
+        out.append((ctx, conts, r["answer"]))
     return out
 
 
@@ -218,12 +236,15 @@ def continuation_logprobs(model, tokenizer, requests, batch_size: int, max_len: 
     return scores
 
 
-def evaluate_mmlu(model, tokenizer, rows, shots: list[int], batch_size: int, max_len: int) -> dict:
-    """task (mmlu_<k>shot) -> (accuracy, n)."""
+def evaluate_mmlu(model, tokenizer, rows, shots: list[int], batch_size: int, max_len: int,
+                  fmt: str = "letter") -> dict:
+    """task (mmlu_<k>shot) -> (accuracy, n); `choice` format scores log-likelihood per byte (acc_norm)."""
     out = {}
     for k in shots:
-        reqs = mmlu_requests(rows, k)
+        reqs = mmlu_requests(rows, k, fmt)
         scores = continuation_logprobs(model, tokenizer, reqs, batch_size, max_len)
+        if fmt == "choice":
+            scores = [[s / max(1, len(c.encode())) for s, c in zip(sc, conts)] for sc, (_, conts, _) in zip(scores, reqs)]
         correct = sum(int(max(range(len(s)), key=s.__getitem__) == gold) for s, (_, _, gold) in zip(scores, reqs))
         out[f"mmlu_{k}shot"] = (correct / len(reqs) if reqs else float("nan"), len(reqs))
     return out
@@ -260,7 +281,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
     eval_len = getattr(model.config, "max_position_embeddings", 2048)
 
     def eval_fn(m, step):
-        res = evaluate_mmlu(m, tok, eval_rows, cfg.eval_shots, cfg.eval_batch_size, eval_len)
+        res = evaluate_mmlu(m, tok, eval_rows, cfg.eval_shots, cfg.eval_batch_size, eval_len, cfg.eval_format)
         return [{"arm": arm, "step": step, "task": t, "accuracy": a, "n": n} for t, (a, n) in res.items()]
 
     opt = OptimConfig(learning_rate=cfg.learning_rate, total_steps=cfg.max_steps,

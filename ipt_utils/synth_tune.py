@@ -47,7 +47,8 @@ class Params:
     max_steps: int = spec(ge=1)
     save_steps: int = spec(ge=1, help="checkpoint interval; an interrupted run resumes from the last")
     gradient_checkpointing: bool = spec()
-    fsdp_config: str = spec(kind="optpath", help="accelerate FSDP config for multi-GPU launches; '' = none")
+    accelerate_config: str = spec(kind="optpath", help="'' = train in the notebook's process; else an "
+                                                       "accelerate config (params/accelerate/fsdp.yaml) to launch with")
     eval_shots: int = spec(ge=0, help="demonstrations in the few-shot evaluation prompt (0 = zero-shot only)")
     eval_max_new_tokens: int = spec(ge=1)
     eval_backend: str = spec(choices=("auto", "vllm", "transformers"))
@@ -214,11 +215,29 @@ def _wrap_lora(model, cfg: Params):
     return get_peft_model(model, lora)
 
 
-def train(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
-    """HF Trainer run with checkpoints under <work>/checkpoints; resumes if any exist.
+def prepare(ctx, cfg: Params):
+    """Collection -> (examples, train, eval_seen, eval_unseen, model, tokenizer, sequences, stats)."""
+    examples, read_stats = load_collection(cfg)
+    train_ex, seen, unseen = split_examples(examples, cfg, ctx.seed)
+    model, tokenizer = base_model_and_tokenizer(ctx, cfg)
+    sequences, seq_stats = build_sequences(tokenizer, train_ex, cfg.max_seq_len, ctx.seed)
+    return examples, train_ex, seen, unseen, model, tokenizer, sequences, {**read_stats, **seq_stats}
 
-    Returns metrics (loss curve, tokens/s); the final (merged) model goes to <work>/model.
+
+def train(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
+    """Tune in this process, or across GPUs with `accelerate launch` when accelerate_config is set.
+
+    Checkpoints go to <work>/checkpoints and an interrupted run resumes from the last one
+    with the same data order. The final (LoRA-merged) model goes to <work>/model.
     """
+    if cfg.accelerate_config:
+        from .launch import launch
+
+        return launch(ctx, "synth_tune", cfg, cfg.accelerate_config, "ipt_utils.synth_tune")
+    return _train_in_process(ctx, cfg, sequences, model, tokenizer)
+
+
+def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
@@ -250,7 +269,8 @@ def train(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
     final = trainer.model
     if cfg.method == "lora":
         final = final.merge_and_unload()  # stage 02 loads a plain checkpoint
-    assets.save_model(final, tokenizer, ctx.work / "model")
+    if trainer.is_world_process_zero():
+        assets.save_model(final, tokenizer, ctx.work / "model")
 
     log = [r for r in trainer.state.log_history if "loss" in r]
     io.write_text(ctx.stage_dir / "train_log.csv",
@@ -284,3 +304,23 @@ def plot_loss(ctx) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def main(argv=None) -> int:
+    """Entry point of a launched run: accelerate launch ... -m ipt_utils.synth_tune launch.json."""
+    import os
+    import sys
+
+    from . import io
+    from .launch import open_from_spec
+
+    ctx, cfg = open_from_spec((argv or sys.argv[1:])[0], "01_synth_tune", "synth_tune")
+    *_, model, tokenizer, sequences, _ = prepare(ctx, cfg)
+    metrics = _train_in_process(ctx, cfg, sequences, model, tokenizer)
+    if int(os.environ.get("RANK", "0")) == 0:
+        io.write_json(ctx.work / "launch_metrics.json", metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

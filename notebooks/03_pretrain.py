@@ -54,7 +54,7 @@ model = {"hidden_size": 64, "intermediate_size": 256, "num_layers": 2, "num_head
          "num_kv_heads": 2, "max_position_embeddings": 512, "vocab_size": 0}
 tokenizer = "tiny"
 seq_len = 256
-train_tokens = 786432
+train_tokens = 655360
 batch_tokens = 4096
 micro_batch_size = 8
 learning_rate = 0.003

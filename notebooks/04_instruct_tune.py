@@ -17,7 +17,8 @@
 # Each arm's pre-trained model (`stage:03_pretrain/<arm>`) is tuned on instruction data
 # with the loss on response tokens only (prompt tokens masked with -100). Every
 # `eval_every` steps, and at step 0 and the end, MMLU-style questions are scored by the
-# log-likelihood of each answer continuation, zero- and few-shot (`eval_shots`).
+# log-likelihood of each answer continuation, zero- and few-shot (`eval_shots`): option
+# letters as in lm-eval's MMLU (`eval_format: letter`) or each choice's text (`choice`).
 #
 # - **Inputs:** `<work>/03_pretrain/<arm>/model`, `data` {instruction, response},
 #   `eval_data` {question, subject, choices, answer}.
@@ -36,10 +37,11 @@ arms = ["vanilla", "mix", "instruct"]
 data = "ipt_utils/fixtures/instructions.jsonl"
 eval_data = "ipt_utils/fixtures/eval/mmlu.jsonl"
 eval_shots = [0, 1]
+eval_format = "choice"
 eval_limit = 0
 eval_every = 25
 eval_batch_size = 64
-max_steps = 100
+max_steps = 150
 max_len = 256
 batch_size = 16
 micro_batch_size = 16

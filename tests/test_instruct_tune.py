@@ -86,6 +86,9 @@ def test_mmlu_prompts_zero_and_few_shot(env):
         assert ctx.count("Answer:") == 3 and ctx.count(rows[i]["question"]) == 1  # never its own shot
         same = [r for r in rows if r["subject"] == rows[i]["subject"] and r is not rows[i]]
         assert same[0]["question"] in ctx
+    ctx, conts, gold = instruct_tune.mmlu_requests(rows, 1, "choice")[0]
+    assert conts == [" " + c for c in rows[0]["choices"]] and ctx.endswith(f"Question: {rows[0]['question']}\nAnswer:")
+    assert "A. " not in ctx and ctx.count("Answer:") == 2
 
 
 def test_continuation_scores_match_unbatched_reference(env, tmp_path):
@@ -104,8 +107,9 @@ def test_continuation_scores_match_unbatched_reference(env, tmp_path):
                 logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], -1)
             ref = sum(float(logp[len(ids) - len(c_ids) - 1 + j, t]) for j, t in enumerate(c_ids))
             assert score == pytest.approx(ref, abs=1e-4)
-    acc = instruct_tune.evaluate_mmlu(model, tok, rows, [0, 1], batch_size=8, max_len=512)
-    assert set(acc) == {"mmlu_0shot", "mmlu_1shot"} and all(0 <= a <= 1 and n == 12 for a, n in acc.values())
+    for fmt in ("letter", "choice"):
+        acc = instruct_tune.evaluate_mmlu(model, tok, rows, [0, 1], batch_size=8, max_len=512, fmt=fmt)
+        assert set(acc) == {"mmlu_0shot", "mmlu_1shot"} and all(0 <= a <= 1 and n == 12 for a, n in acc.values())
 
 
 def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
@@ -119,7 +123,7 @@ def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
         assets.build_tiny_model(ctx.work_root / "03_pretrain" / arm / "model", assets.ModelShape(**TINY), tok,
                                 seed=2)
     cfg = validate(instruct_tune.Params, dict(
-        arms=["vanilla", "instruct"], data=files["ins"], eval_data=files["mmlu"], eval_shots=[0, 1], eval_limit=10,
+        arms=["vanilla", "instruct"], data=files["ins"], eval_data=files["mmlu"], eval_shots=[0, 1], eval_format="choice", eval_limit=10,
         eval_every=3, eval_batch_size=16, max_steps=7, max_len=64, batch_size=8, micro_batch_size=4,
         learning_rate=3e-3, min_lr_ratio=0.1, warmup_ratio=0.1, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
         grad_clip=1.0, save_steps=4))
