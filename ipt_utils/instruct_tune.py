@@ -262,12 +262,15 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
 
     arm_dir = ctx.work / arm
     src = assets.resolve_model(ctx, f"stage:03_pretrain/{arm}")
-    key = packing.cache_key(asdict(cfg), ctx.seed, Path(src) / "model.safetensors"
-                            if (Path(src) / "model.safetensors").exists() else src)
+    params = {k: v for k, v in asdict(cfg).items() if k != "arms"}
+    weights = Path(src) / "model.safetensors"
+    key = packing.cache_key(params, arm, ctx.seed, ctx.run.device, ctx.run.dtype,
+                            weights if weights.exists() else src)
     done = arm_dir / "done.json"
     if done.exists() and (arm_dir / "model" / "config.json").exists():
         prev = io.read_json(done)
-        if prev.get("key") == key:
+        if prev.get("key") == key:  # finished earlier: restore its loss log, do not retune
+            write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", prev.get("log", []))
             return prev["result"]
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(src)
@@ -302,7 +305,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
               "curve": res.evals}
     if res.completed:
         save_final(acc, model, tok, arm_dir / "model")
-        io.write_json(done, {"key": key, "result": result})
+        io.write_json(done, {"key": key, "result": result, "log": res.log})
         import shutil
 
         shutil.rmtree(arm_dir / f"ckpt-{key}", ignore_errors=True)

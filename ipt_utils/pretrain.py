@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 from .assets import ModelShape
-from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path, spec
+from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
 ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
 IGNORE = -100
@@ -610,13 +609,13 @@ def init_model(ctx, cfg: Params, arm: str, tokenizer):
         return AutoModelForCausalLM.from_pretrained(
             assets.resolve_model(ctx, cfg.base_model), dtype=torch.float32, attn_implementation="sdpa",
             use_safetensors=True, trust_remote_code=False)
-    init_dir = ctx.work / "init" / packing_key_for_init(cfg, tokenizer, ctx.seed)
+    init_dir = ctx.work / "init" / _init_key(cfg, tokenizer, ctx.seed)
     if not (init_dir / "config.json").exists():
         assets.build_tiny_model(init_dir, cfg.model, tokenizer, seed=ctx.seed)
     return AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32, attn_implementation="sdpa")
 
 
-def packing_key_for_init(cfg: Params, tokenizer, seed: int) -> str:
+def _init_key(cfg: Params, tokenizer, seed: int) -> str:
     from . import packing
 
     return packing.cache_key(asdict(cfg.model), packing.tokenizer_fingerprint(tokenizer), seed)
@@ -654,7 +653,8 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
     run_key = _arm_key(ctx, cfg, data)
     if done.exists() and (arm_dir / "model" / "config.json").exists():
         prev = io.read_json(done)
-        if prev.get("key") == run_key:
+        if prev.get("key") == run_key:  # finished earlier: restore its loss log, do not retrain
+            write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", prev.get("log", []))
             return prev["metrics"]
     t0 = time.time()
     tok = load_tokenizer(ctx, data.tokenizer)
@@ -700,16 +700,22 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
         return metrics
     save_final(acc, model, tok, arm_dir / "model")
     if acc.is_main_process:
-        io.write_json(done, {"key": run_key, "metrics": metrics})
+        io.write_json(done, {"key": run_key, "metrics": metrics, "log": res.log})
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     acc.free_memory()  # drop the accelerator's references to this arm's model/optimizer
     return metrics
 
 
+RUN_ONLY_KEYS = ("arms", "num_proc", "accelerate_config", "log_steps", "save_steps")
+
+
 def _arm_key(ctx, cfg: Params, data: ArmData) -> str:
+    """What decides an arm's trained model: its data (packed file name = content key),
+    tokenizer, seed, device/dtype and every training parameter (not which other arms run)."""
     from . import packing
 
-    return packing.cache_key(asdict(cfg), data.path.name, ctx.seed, data.tokenizer)
+    params = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_KEYS}
+    return packing.cache_key(params, data.path.name, ctx.seed, data.tokenizer, ctx.run.device, ctx.run.dtype)
 
 
 def train_arms(ctx, cfg: Params, data: dict[str, ArmData]) -> dict:

@@ -211,8 +211,11 @@ def test_train_arm_resume_matches_uninterrupted_run(tmp_path, inputs):
     wa = load_file(ctx_a.work / "vanilla" / "model" / "model.safetensors")
     wb = load_file(ctx_b.work / "vanilla" / "model" / "model.safetensors")
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
-    # a finished arm is not retrained
-    assert pretrain.train_arm(ctx_b, cfg_b, data_b)["wall_s"] == m_b["wall_s"]
+    # a finished arm is not retrained (also when other arms are added) and its loss log is restored
+    (ctx_b.stage_dir / "loss_vanilla.csv").unlink()
+    _, cfg_c = _setup(tmp_path / "b", inputs, arms=["vanilla", "mix"])
+    assert pretrain.train_arm(ctx_b, cfg_c, data_b)["wall_s"] == m_b["wall_s"]
+    assert _losses(ctx_b.stage_dir / "loss_vanilla.csv")["loss"].tolist() == got["loss"].tolist()
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, inputs):
