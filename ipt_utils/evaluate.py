@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import assets
 from .schema import HUB_PREFIX, resolve_path, spec
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -180,18 +181,8 @@ def find_models(ctx, cfg: Params) -> list[ModelEntry]:
     return found
 
 
-def _model_stamp(entry: ModelEntry) -> str:
-    """Changes when a local model is rewritten (so stale results are not reused)."""
-    p = Path(entry.pretrained)
-    if not p.is_dir():
-        return entry.pretrained
-    parts = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-             for f in sorted(p.iterdir()) if f.suffix in (".safetensors", ".json")]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
 def _fingerprint(ctx, cfg: Params, entry: ModelEntry) -> str:
-    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "model": _model_stamp(entry),
+    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "model": assets.model_fingerprint(entry.pretrained),
                        "dtype": ctx.run.dtype, "device": ctx.device, "seed": ctx.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -375,8 +375,9 @@ class TransformersEngine:
 class Engine:
     """Starts the backend on first use; batches (length-sorted), halves the batch on OOM."""
 
-    def __init__(self, factory: Callable[[], object], backend: str, batch_size: int):
+    def __init__(self, factory: Callable[[], object], backend: str, batch_size: int, model_stamp: str = ""):
         self._factory = factory
+        self.model_stamp = model_stamp  # identifies the weights: finished rounds of another model are stale
         self._impl = None
         self.backend = backend
         self.batch_size = batch_size
@@ -460,7 +461,9 @@ def make_engine(model_path: str, hf_tokenizer, cfg: Params, *, seed: int = 0, de
         factory = lambda: VLLMEngine(model_path, cfg, seed, dname, device)  # noqa: E731
     else:
         factory = lambda: TransformersEngine(model_path, hf_tokenizer, cfg, device, dtype)  # noqa: E731
-    return Engine(factory, backend, cfg.batch_size)
+    from .assets import model_fingerprint
+
+    return Engine(factory, backend, cfg.batch_size, model_fingerprint(model_path))
 
 
 def open_engine(ctx, cfg: Params):
@@ -487,10 +490,11 @@ def augmented_path(work: Path, cfg: Params) -> Path:
     return Path(work) / name
 
 
-def fingerprint(cfg: Params, texts: Sequence[RawText]) -> str:
+def fingerprint(cfg: Params, texts: Sequence[RawText], model_stamp: str = "") -> str:
     keys = ("model", "corpus", "split", "text_column", "domain", "max_texts", "num_shards",
             "shard_index", "rounds", "max_new_tokens", "max_model_len")
-    h = hashlib.sha256(json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({**{k: getattr(cfg, k) for k in keys}, "weights": model_stamp},
+                                  sort_keys=True).encode())
     for t in texts:
         h.update(json.dumps([t.id, t.domain, t.text]).encode())
     return h.hexdigest()[:20]
@@ -519,7 +523,7 @@ def synthesize_shard(ctx, cfg: Params, texts: Sequence[RawText], engine: Engine,
     from . import io
 
     sdir = shard_dir(ctx.work, cfg)
-    done = load_done_rounds(sdir, fingerprint(cfg, texts))
+    done = load_done_rounds(sdir, fingerprint(cfg, texts, engine.model_stamp))
     info = {"rounds_resumed": len(done), "rounds_generated": 0, "generated_round_ids": []}
 
     def save(r, synths):

@@ -218,6 +218,24 @@ def test_resume_after_crash_gives_identical_output(tmp_path):
     gen = FakeGen(tok)
     sy.synthesize_shard(ctx, cfg, texts[:-1], sy.Engine(lambda: gen, "fake", 4), tok)
     assert len(gen.prompts) == len(texts) - 1
+    # so do new weights behind the same model spec (e.g. stage 01 re-ran)
+    gen = FakeGen(tok)
+    sy.synthesize_shard(ctx, cfg, texts[:-1], sy.Engine(lambda: gen, "fake", 4, model_stamp="retrained"), tok)
+    assert len(gen.prompts) == len(texts) - 1
+
+
+def test_engine_stamp_follows_the_weights(tmp_path):
+    from ipt_utils.assets import model_fingerprint
+
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"a")
+    first = model_fingerprint(str(d))
+    assert model_fingerprint(str(d)) == first
+    (d / "model.safetensors").write_bytes(b"bb")
+    assert model_fingerprint(str(d)) != first
+    assert model_fingerprint("org/hub-model") == "org/hub-model"
 
 
 def test_rows_follow_the_contract():
