@@ -18,8 +18,9 @@ from .schema import REPO_ROOT, resolve_path
 
 def launch(ctx, section: str, cfg, config_file: str, module: str) -> dict:
     spec_path = ctx.work / "launch.json"
+    run = {**dataclasses.asdict(ctx.run), "work_dir": str(ctx.work_root)}  # the very same work dir
     io.write_json(spec_path, {"profile": ctx.profile, "run_dir": str(ctx.run_dir),
-                              "run": dataclasses.asdict(ctx.run), section: dataclasses.asdict(cfg)})
+                              "run": run, section: dataclasses.asdict(cfg)})
     (ctx.work / "launch_metrics.json").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(resolve_path(config_file)), "-m", module, str(spec_path)]

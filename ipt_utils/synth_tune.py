@@ -32,7 +32,7 @@ class Params:
     max_per_dataset: int = spec(ge=1, help="cap per dataset, contexts with most pairs first")
     eval_per_dataset: int = spec(ge=0, help="contexts per seen dataset held out for evaluation")
     max_seq_len: int = spec(ge=64)
-    method: str = spec(choices=("full", "lora"))
+    method: str = spec(choices=("full", "lora", "qlora"), help="qlora: 4-bit base (bitsandbytes, GPU)")
     lora_r: int = spec(ge=1)
     lora_alpha: int = spec(ge=1)
     lora_dropout: float = spec(ge=0.0, lt=1.0)
@@ -199,11 +199,24 @@ def base_model_dir(ctx, cfg: Params) -> str:
 
 
 def base_model_and_tokenizer(ctx, cfg: Params):
-    """The base LM to tune and its tokenizer."""
+    """The base LM to tune (4-bit quantised for QLoRA) and its tokenizer."""
     from . import assets
 
     path = base_model_dir(ctx, cfg)
-    return assets.load_causal_lm(ctx, path), assets.load_tokenizer(ctx, path)
+    tokenizer = assets.load_tokenizer(ctx, path)
+    if cfg.method != "qlora":
+        return assets.load_causal_lm(ctx, path), tokenizer
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if ctx.device != "cuda":
+        raise RuntimeError("synth_tune.method 'qlora' needs a CUDA GPU and bitsandbytes; use 'lora' on CPU")
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
+                                                 use_safetensors=True, trust_remote_code=False)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing), tokenizer
 
 
 def _wrap_lora(model, cfg: Params):
@@ -213,6 +226,23 @@ def _wrap_lora(model, cfg: Params):
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
+
+
+def _merged(ctx, cfg: Params, model):
+    """A plain checkpoint for stage 02: LoRA merged; QLoRA's adapter merged into a bf16 base."""
+    if cfg.method == "full":
+        return model
+    if cfg.method == "lora":
+        return model.merge_and_unload()
+    import torch
+    from peft import PeftModel
+
+    from . import assets
+
+    adapter = ctx.work / "adapter"
+    model.save_pretrained(adapter)
+    base = assets.load_causal_lm(ctx, base_model_dir(ctx, cfg), dtype=torch.bfloat16)
+    return PeftModel.from_pretrained(base, adapter).merge_and_unload()
 
 
 def prepare(ctx, cfg: Params):
@@ -237,16 +267,61 @@ def train(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
     return _train_in_process(ctx, cfg, sequences, model, tokenizer)
 
 
-def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
+def run_key(ctx, cfg: Params, sequences: list[dict]) -> str:
+    """Identifies a training run: its params, seed, base weights and the exact token data.
+
+    Checkpoints live under checkpoints-<key>, so a changed profile never resumes from
+    the checkpoints of another configuration.
+    """
+    import dataclasses
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from .assets import model_fingerprint
+
+    train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("eval_")}
+    h = hashlib.sha256(json.dumps([train_cfg, ctx.seed, ctx.run.dtype,
+                                   model_fingerprint(base_model_dir(ctx, cfg))], sort_keys=True).encode())
+    for seq in sequences:
+        h.update(np.asarray(seq["input_ids"], dtype=np.int64).tobytes())
+        h.update(np.asarray(seq["labels"], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+class _StopAfter:
+    """Trainer callback stopping after `step` (after its checkpoint is saved): a crash stand-in."""
+
+    def __new__(cls, step: int):
+        from transformers import TrainerCallback
+
+        class Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step >= step:
+                    control.should_save = True
+                    control.should_training_stop = True
+
+        return Stop()
+
+
+def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
+                      stop_after: int | None = None) -> dict:
+    import shutil
+
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
     from . import assets, io
 
     set_seed(ctx.seed)
-    if cfg.method == "lora":
+    if cfg.method in ("lora", "qlora"):
         model = _wrap_lora(model, cfg)
-    ckpt_dir = ctx.work / "checkpoints"
+    key = run_key(ctx, cfg, sequences)
+    ckpt_dir = ctx.work / f"checkpoints-{key}"
+    for stale in ctx.work.glob("checkpoints-*"):
+        if stale != ckpt_dir:  # another configuration's checkpoints can never be resumed
+            shutil.rmtree(stale, ignore_errors=True)
     done = sorted(int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*"))
     start_step = done[-1] if done else 0
     bf16 = ctx.torch_dtype == torch.bfloat16
@@ -262,15 +337,16 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer)
     )
     data = [{"input_ids": s["input_ids"], "labels": s["labels"]} for s in sequences]
     trainer = Trainer(model=model, args=args, train_dataset=data,
-                      data_collator=lambda b: collate(b, tokenizer.pad_token_id))
+                      data_collator=lambda b: collate(b, tokenizer.pad_token_id),
+                      callbacks=[_StopAfter(stop_after)] if stop_after else None)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if done else None)
     wall = time.perf_counter() - t0
-    final = trainer.model
-    if cfg.method == "lora":
-        final = final.merge_and_unload()  # stage 02 loads a plain checkpoint
+    if stop_after and trainer.state.global_step < cfg.max_steps:
+        return {"steps": trainer.state.global_step, "completed": False}
     if trainer.is_world_process_zero():
-        assets.save_model(final, tokenizer, ctx.work / "model")
+        assets.save_model(_merged(ctx, cfg, trainer.model), tokenizer, ctx.work / "model")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: optimizer states are dead weight
 
     log = [r for r in trainer.state.log_history if "loss" in r]
     io.write_text(ctx.stage_dir / "train_log.csv",

@@ -22,7 +22,7 @@ def tokenizer(tmp_path_factory):
 
 def _cfg(tmp_path, **over):
     base = load_profile("ci-tiny").section("synth_tune")
-    base.update(tiny_model=TINY, max_steps=6, save_steps=3, batch_size=2, max_seq_len=256, **over)
+    base.update({"tiny_model": TINY, "max_steps": 6, "save_steps": 3, "batch_size": 2, "max_seq_len": 256, **over})
     return validate(synth_tune.Params, base)
 
 
@@ -112,18 +112,48 @@ def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method):
     assert reloaded.config.model_type == "mistral"
     assert (ctx.stage_dir / "train_log.csv").read_text().startswith("step,loss,lr")
     if method == "full":
-        # crash after the step-3 checkpoint: drop what came later and run the same command
-        import shutil
-
+        # an interrupted run (stopped after the step-3 checkpoint) resumes with the same
+        # data order and schedule: its later losses equal the uninterrupted run's
         import pandas as pd
 
         full_log = pd.read_csv(ctx.stage_dir / "train_log.csv")
-        shutil.rmtree(ctx.work / "checkpoints" / "checkpoint-6")
-        shutil.rmtree(out)
-        model2, _ = synth_tune.base_model_and_tokenizer(ctx, cfg)
-        m2 = synth_tune.train(ctx, cfg, seqs, model2, tok)
-        assert m2["resumed_from_step"] == 3 and m2["steps"] == 6
-        resumed_log = pd.read_csv(ctx.stage_dir / "train_log.csv")
+        ctx2 = _ctx(tmp_path / "again")
+        model2, _ = synth_tune.base_model_and_tokenizer(ctx2, cfg)
+        part = synth_tune._train_in_process(ctx2, cfg, seqs, model2, tok, stop_after=3)
+        assert part == {"steps": 3, "completed": False} and not (ctx2.work / "model").exists()
+        model3, _ = synth_tune.base_model_and_tokenizer(ctx2, cfg)
+        m3 = synth_tune.train(ctx2, cfg, seqs, model3, tok)
+        assert m3["resumed_from_step"] == 3 and m3["steps"] == 6
+        resumed_log = pd.read_csv(ctx2.stage_dir / "train_log.csv")
         later = full_log["step"] > 3
         assert list(resumed_log["step"]) == list(full_log["step"])
         assert resumed_log["loss"][later].tolist() == pytest.approx(full_log["loss"][later].tolist(), rel=1e-4)
+        assert not list(ctx2.work.glob("checkpoints-*/checkpoint-*"))  # cleaned after success
+
+
+def test_changed_params_never_resume_stale_checkpoints(tmp_path, tokenizer):
+    ctx = _ctx(tmp_path)
+    cfg = _cfg(tmp_path)
+    examples, _ = synth_tune.load_collection(cfg)
+    train, _, _ = synth_tune.split_examples(examples, cfg, 0)
+    model, tok = synth_tune.base_model_and_tokenizer(ctx, cfg)
+    seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
+    assert seqs
+    synth_tune._train_in_process(ctx, cfg, seqs, model, tok, stop_after=3)
+    other = _cfg(tmp_path, learning_rate=0.02)
+    assert synth_tune.run_key(ctx, other, seqs) != synth_tune.run_key(ctx, cfg, seqs)
+    assert synth_tune.run_key(ctx, cfg, seqs[:-1]) != synth_tune.run_key(ctx, cfg, seqs)
+    model, _ = synth_tune.base_model_and_tokenizer(ctx, other)
+    m = synth_tune.train(ctx, other, seqs, model, tok)
+    assert m["resumed_from_step"] == 0 and m["steps"] == 6
+
+
+def test_accelerate_launch_on_cpu(tmp_path):
+    """The multi-GPU path (accelerate launch of this module) with a one-process CPU config."""
+    cfg_file = tmp_path / "cpu.yaml"
+    cfg_file.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
+                        "num_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n")
+    ctx = _ctx(tmp_path)
+    cfg = _cfg(tmp_path, accelerate_config=str(cfg_file), max_steps=2)
+    m = synth_tune.train(ctx, cfg, [], None, None)
+    assert m["steps"] == 2 and (ctx.work / "model" / "model.safetensors").exists()
