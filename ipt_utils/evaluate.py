@@ -71,7 +71,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     _domain("convfinqa", "ConvFinQA", "finance", "numeric_match"),
     _domain("fpb", "FPB", "finance", "weighted_f1"),
     _domain("fiqa_sa", "FiQA_SA", "finance", "weighted_f1"),
-    _domain("headline", "Headline", "finance", "weighted_f1"),
+    _domain("headline", "Headline", "finance", "subtask_weighted_f1"),
     _domain("ner", "NER", "finance", "entity_f1"),
 )}
 GENERAL_TASKS = tuple(n for n, t in TASKS.items() if t.domain == "general")

@@ -186,3 +186,16 @@ def test_profile_sections_validate():
         section = yaml.safe_load(p.read_text())["evaluate"]
         cfg = schema.validate(evaluate.Params, section, source=str(p), prefix="evaluate")
         assert set(cfg.tasks) <= set(evaluate.TASKS)
+
+
+def test_headline_mean_over_subtasks():
+    doc = {"input": "Headline: Gold up\nQuestion: Does the news headline talk about price going up?",
+           "options": ["No", "Yes"], "gold_index": 1}
+    scores = M.process_headline(doc, [(-2.0, False), (-1.0, False)])
+    assert scores["subtask_weighted_f1"] == ("does the news headline talk about price going up?", 1, 1)
+    # sub-task a: perfect (F1 1.0); sub-task b: all wrong (0.0) -> mean 0.5, whatever the sizes
+    items = [("a", 1, 1), ("a", 0, 0), ("a", 1, 1), ("a", 0, 0), ("b", 1, 0)]
+    assert M.subtask_weighted_f1(items) == pytest.approx(0.5)
+    assert M.weighted_f1([(g, p) for _, g, p in items]) != pytest.approx(0.5)  # pooled differs
+    assert M.subtask_weighted_f1([]) == 0.0
+    assert evaluate.TASKS["headline"].metric == "subtask_weighted_f1"

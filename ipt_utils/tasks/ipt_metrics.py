@@ -86,6 +86,28 @@ def process_domain_mc(doc, results):
     }
 
 
+def headline_subtask(text: str) -> str:
+    """Headline's 9 sub-tasks are its 9 yes/no questions: the text after the last 'Question:'."""
+    return text.rsplit("Question:", 1)[-1].strip().lower() if "Question:" in text else ""
+
+
+def process_headline(doc, results):
+    scores = process_domain_mc(doc, results)
+    scores["subtask_weighted_f1"] = (headline_subtask(doc["input"]), scores["micro_f1"][0],
+                                     scores["micro_f1"][1])
+    return scores
+
+
+def subtask_weighted_f1(items) -> float:
+    """Mean over sub-tasks of each sub-task's weighted F1 (the paper's Headline metric)."""
+    by_task: dict = {}
+    for task, gold, pred in items:
+        by_task.setdefault(task, []).append((gold, pred))
+    if not by_task:
+        return 0.0
+    return sum(weighted_f1(v) for v in by_task.values()) / len(by_task)
+
+
 # ---------------------------------------------------------------- generation
 
 _NUM = re.compile(r"[-+]?\(?\$?\s*\d[\d,]*\.?\d*\s*%?\)?|[-+]?\.\d+")
