@@ -21,8 +21,9 @@ test-fast: env
 validate: env
 	$(PY) -m ipt_utils validate
 
-lab: env  ## JupyterLab on localhost with the notebooks folder open
-	$(PY) -m jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+lab: env  ## JupyterLab on localhost with the notebooks folder open, the project kernel ("Python (ipt)") by default
+	$(PY) -m jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks --MappingKernelManager.default_kernel_name=ipt \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 sync-notebooks: env  ## regenerate notebooks/*.ipynb from their py:percent twins
 	$(PY) -m ipt_utils.notebooks sync

@@ -7,8 +7,9 @@
 Training runs the real loop (ipt_utils.pretrain.train_loop: AdamW, clipping, accumulation,
 bf16 autocast on GPU) on random token rows; tokens/s is measured after `--warmup` steps,
 MFU follows the PaLM formula in ipt_utils.pretrain (null on CPU). The packing part
-tokenizes a corpus with the fast tokenizer's batch call (ipt_utils.packing.tokenize, with
-1 and N processes) and packs it into seq_len rows; it reports tokens/s of each step and
+stream-tokenizes a corpus to an on-disk cache (ipt_utils.packing.tokenize_to_disk, with 1
+and N processes, chunk_docs texts at a time) and packs it chunk by chunk into a memory-mapped
+.npy of seq_len rows (pack_to_npy, checked equal to the in-memory pack); it reports tokens/s of each step and
 packing efficiency, next to the efficiency of one-document-per-row padding for contrast.
 Writes results/bench/pretrain_<part>_<device>_<UTC time>.json with hardware info.
 """
@@ -79,7 +80,7 @@ def corpus_texts(n_docs: int) -> tuple[list[str], str]:
     return [base[i % len(base)] + f" ({i})" for i in range(n_docs)], source
 
 
-def bench_packing(n_docs: int, seq_len: int, num_proc: int) -> dict:
+def bench_packing(n_docs: int, seq_len: int, num_proc: int, chunk_docs: int = 5000) -> dict:
     import numpy as np
 
     texts, source = corpus_texts(n_docs)
@@ -92,35 +93,48 @@ def bench_packing(n_docs: int, seq_len: int, num_proc: int) -> dict:
     out = {"corpus": source, "docs": n_docs, "chars": sum(map(len, texts)), "seq_len": seq_len,
            "tokenizer": f"tiny byte-level BPE ({len(tok)} tokens)"}
     runs = {}
-    for procs in sorted({1, num_proc}):
+    tmpdir = tempfile.TemporaryDirectory()
+    for procs in sorted({1, num_proc}):  # streamed to an on-disk cache, chunk_docs texts at a time
         t = time.perf_counter()
-        docs = packing.tokenize(tok, texts, batch_size=500, num_proc=procs)  # >20 batches: parallel path
+        docs = packing.tokenize_to_disk(tok, iter(texts), Path(tmpdir.name) / f"tok{procs}", batch_size=500,
+                                        num_proc=procs, chunk_docs=chunk_docs)
         runs[procs] = time.perf_counter() - t
     n_tok = int(docs.offsets[-1])
     out["tokens"] = n_tok
+    out["chunk_docs"] = chunk_docs
     out["tokenize_tokens_per_s"] = {str(p): round(n_tok / s) for p, s in runs.items()}
     t = time.perf_counter()
     idx = packing.fill_budget(docs.lengths, n_tok, np.random.default_rng(0))
-    mixed = docs.take(idx)
+    src = np.zeros(len(idx), dtype=np.int16)
     t_mix = time.perf_counter() - t
-    t = time.perf_counter()
-    packed = packing.pack(mixed, seq_len, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-    labels = packing.labels_for(packed.input_ids, tok.bos_token_id, tok.pad_token_id)
+    n_rows = -(-int((docs.lengths[idx] + 2).sum()) // seq_len)  # all of the chosen stream
+    t = time.perf_counter()  # streamed packing into a memory-mapped .npy (what stage 03 does)
+    packed = packing.pack_to_npy(Path(tmpdir.name) / "rows.npy", [docs], src, idx, seq_len, tok.bos_token_id,
+                                 tok.eos_token_id, tok.pad_token_id, n_rows=n_rows, chunk_docs=chunk_docs)
+    labels = packing.labels_for(np.asarray(packed.input_ids), tok.bos_token_id, tok.pad_token_id)
     t_pack = time.perf_counter() - t
+    t = time.perf_counter()
+    mem = packing.pack(docs.take(idx), seq_len, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    t_mem = time.perf_counter() - t
+    assert np.array_equal(mem.input_ids, packed.input_ids)
     out["mix_tokens_per_s"] = round(n_tok / t_mix)
     out["pack_tokens_per_s"] = round(packed.n_real / t_pack)
+    out["pack_in_memory_tokens_per_s"] = round(mem.n_real / t_mem)
     out["packing_efficiency"] = packed.efficiency
     out["rows"] = int(packed.input_ids.shape[0])
     out["trained_label_fraction"] = float((labels != packing.IGNORE).mean())
     # contrast: one document per row, padded (truncating documents longer than seq_len)
     per_row = np.minimum(docs.lengths + 2, seq_len)
     out["one_doc_per_row_padding_efficiency"] = float(per_row.sum() / (len(per_row) * seq_len))
+    del packed, labels, docs
+    tmpdir.cleanup()
     return out
 
 
 # --------------------------------------------------------------------------- training
 
-def bench_train(shape_name: str, steps: int, warmup: int, micro_batch: int, accum: int, device: str) -> dict:
+def bench_train(shape_name: str, steps: int, warmup: int, micro_batch: int, accum: int, device: str,
+                compile: bool = False, attn: str = "sdpa") -> dict:
     import numpy as np
     import torch
     from accelerate import Accelerator
@@ -133,11 +147,12 @@ def bench_train(shape_name: str, steps: int, warmup: int, micro_batch: int, accu
                         num_key_value_heads=shape.num_kv_heads, head_dim=shape.head_dim,
                         max_position_embeddings=max(shape.max_position_embeddings, seq_len), sliding_window=None,
                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attn
     torch.manual_seed(0)
     model = MistralForCausalLM(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    acc = Accelerator(mixed_precision="bf16" if device == "cuda" else "no", cpu=device == "cpu")
+    acc = Accelerator(mixed_precision="bf16" if device == "cuda" else "no", cpu=device == "cpu",
+                      dynamo_backend="inductor" if compile else "no")
     rng = np.random.default_rng(0)
     total = steps + warmup
     batch_seqs = micro_batch * accum
@@ -163,6 +178,7 @@ def bench_train(shape_name: str, steps: int, warmup: int, micro_batch: int, accu
             "matmul_params": pretrain.matmul_params(shape, vocab), "seq_len": seq_len,
             "micro_batch": micro_batch, "grad_accum": accum, "steps_measured": steps, "warmup_steps": warmup,
             "precision": "bf16 autocast, fp32 master weights" if device == "cuda" else "fp32",
+            "attn_implementation": attn, "compile": compile,
             "tokens_per_s": round(tps, 1),
             "flops_per_token": pretrain.flops_per_token(shape, vocab, seq_len),
             "mfu": pretrain.mfu(tps, shape, vocab, seq_len, name),
@@ -183,6 +199,9 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", type=int, default=20000, help="documents in the packing benchmark")
     ap.add_argument("--seq-len", type=int, default=2048, help="packing benchmark row length")
     ap.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--chunk-docs", type=int, default=5000, help="documents per streamed tokenize/pack chunk")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    ap.add_argument("--attn", default="sdpa", help="attn_implementation: sdpa | flash_attention_2 | eager")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -190,12 +209,13 @@ def main(argv=None) -> int:
     result = {"benchmark": "pretrain", "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "argv": sys.argv[1:], "hardware": hardware()}
     if args.part in ("all", "packing"):
-        result["packing"] = bench_packing(args.docs, args.seq_len, args.num_proc)
+        result["packing"] = bench_packing(args.docs, args.seq_len, args.num_proc, args.chunk_docs)
         print(json.dumps(result["packing"], indent=1))
     if args.part in ("all", "train"):
         steps = args.steps or (20 if device == "cuda" else 30)
         micro = args.micro_batch or (8 if device == "cuda" else 8)
-        result["train"] = bench_train(shape, steps, args.warmup, micro, args.accum, device)
+        result["train"] = bench_train(shape, steps, args.warmup, micro, args.accum, device,
+                                      compile=args.compile, attn=args.attn)
         print(json.dumps(result["train"], indent=1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Command line: `python -m ipt_utils run|validate|list`.
+"""Command line: `python -m ipt_utils run|validate|list|synthesize|synth-merge`.
 
 Exit codes: 0 ok, 1 a stage failed, 2 invalid profile or arguments (nothing executed).
 """
@@ -21,6 +21,13 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate profiles without running anything")
     v.add_argument("profiles", nargs="*", help="names or paths (default: every profile in params/)")
     sub.add_parser("list", help="list profiles and stages")
+    sy = sub.add_parser("synthesize", help="stage 02 for one shard, without papermill (Slurm arrays, one job per GPU)")
+    sm = sub.add_parser("synth-merge", help="merge the finished shards of stage 02 into augmented.jsonl + metrics")
+    for q in (sy, sm):
+        q.add_argument("--profile", required=True, help="profile name in params/ or a YAML path")
+        q.add_argument("--out", help="run directory (default results/runs/<profile>)")
+        q.add_argument("--num-shards", type=int, help="override synthesize.num_shards")
+    sy.add_argument("--shard-index", type=int, help="override synthesize.shard_index")
     return p
 
 
@@ -40,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.cmd in ("synthesize", "synth-merge"):
+        from .synthesize import cli_main
+
+        return cli_main(args, profiles[0])
     if args.cmd == "validate":
         for prof in profiles:
             print(f"ok: {prof.path}")

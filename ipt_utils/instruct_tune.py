@@ -29,7 +29,8 @@ LETTERS = "ABCDEFGHIJ"
 
 @dataclass
 class Params:
-    arms: list[str] = spec(choices=ARMS, help="pre-trained arms (stage:03_pretrain/<arm>) to tune; [] = none")
+    arms: list[str] = spec(help="pre-trained arms (stage:03_pretrain/<arm>: built-in ARMS or a pretrain "
+                                "arm_variants name) to tune; [] = none")
     data: str = spec(kind="source", help="instruction JSONL {id, task, instruction, response} or hf:NAME")
     eval_data: str = spec(kind="source", help="MMLU-style JSONL {question, subject, choices, answer} or hf:NAME")
     eval_shots: list[int] = spec(ge=0, help="few-shot settings evaluated (task name mmlu_<k>shot)")
@@ -57,6 +58,9 @@ class Params:
             raise ValueError(f"batch_size {self.batch_size} not a multiple of micro_batch_size {self.micro_batch_size}")
         if len(set(self.arms)) != len(self.arms):
             raise ValueError(f"arms must not repeat, got {self.arms}")
+        bad = [a for a in self.arms if a not in ARMS and not a.isidentifier()]
+        if bad:
+            raise ValueError(f"arms {bad}: expected built-in arms {list(ARMS)} or arm_variants names")
 
 
 # =========================================================================== data

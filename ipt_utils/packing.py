@@ -10,6 +10,22 @@ nothing is padded except, if the stream runs out, the tail of the last row. Pack
 efficiency = non-pad tokens / all token slots. Labels are the inputs with `<s>` and pad
 positions set to -100: the model is never asked to predict the start of the next
 document from the end of the previous one (the only cross-document target).
+
+Streaming (corpora larger than memory): `tokenize_to_disk` reads an iterable of texts in
+chunks of `chunk_docs`, tokenizes each chunk (split over `num_proc` worker processes
+that keep the tokenizer loaded) and appends its tokens to `<cache>/<key>/tokens.bin`
+(raw int32) while only the per-document offsets (8 bytes a document) stay in memory;
+the finished cache is memory-mapped (`Docs.load`). Mixing works on document indices
+only (`gather` fetches tokens on demand) and `pack_to_npy` writes the packed rows chunk
+by chunk into a memory-mapped .npy whose shape is known up front, so peak memory is
+O(chunk) + O(documents) rather than O(tokens). It yields exactly the rows of the
+in-memory `pack` (tested).
+
+Document masking: `position_ids_for` restarts positions at every `<s>`; given those, no
+2-D attention mask and no KV cache (use_cache=False, as in training), transformers builds a block-diagonal causal mask for sdpa/eager
+(masking_utils.find_packed_sequence_indices), and `flash_attention_2` runs varlen kernels
+on flattened rows (see ipt_utils.pretrain.pretrain_batches), so no token attends to an
+earlier document of its row.
 """
 from __future__ import annotations
 
@@ -22,7 +38,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 IGNORE = -100
-CACHE_VERSION = "1"  # bump when the tokenization/rendering code changes meaning
+CACHE_VERSION = "2"  # 2: on-disk streamed token caches (tokens.bin + offsets.npy)  # bump when the tokenization/rendering code changes meaning
 
 
 @dataclass
@@ -63,15 +79,38 @@ class Docs:
         return Docs(self.tokens[gather], offsets)
 
     def save(self, path: Path) -> None:
-        from . import io
-
-        with io.atomic_open(path, "wb", encoding=None) as f:
-            np.savez(f, tokens=self.tokens, offsets=self.offsets)
+        """Write as a cache directory (tokens.bin + offsets.npy), atomically."""
+        write_docs_dir(Path(path), [self.tokens], self.offsets)
 
     @classmethod
     def load(cls, path: Path) -> "Docs":
-        with np.load(path) as z:
-            return cls(z["tokens"], z["offsets"])
+        """A cache directory, tokens memory-mapped (read-only)."""
+        path = Path(path)
+        offsets = np.load(path / "offsets.npy")
+        n = int(offsets[-1])
+        tokens = np.memmap(path / "tokens.bin", dtype=np.int32, mode="r", shape=(n,)) if n \
+            else np.zeros(0, dtype=np.int32)
+        return cls(tokens, offsets)
+
+
+def write_docs_dir(path: Path, token_chunks: Iterable[np.ndarray], offsets: np.ndarray | None = None,
+                   lengths: Iterable[np.ndarray] | None = None) -> None:
+    """Stream token chunks to `<path>/tokens.bin` and write offsets.npy; atomic (tmp dir + rename)."""
+    import shutil
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / "tokens.bin", "wb") as f:
+        for chunk in token_chunks:
+            np.asarray(chunk, dtype=np.int32).tofile(f)
+    if offsets is None:
+        lens = np.concatenate([np.asarray(x, dtype=np.int64) for x in lengths] or [np.zeros(0, np.int64)])
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+    np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
 
 
 def concat(parts: Iterable[Docs]) -> Docs:
@@ -97,25 +136,76 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def tokenize(tokenizer, texts: Sequence[str], batch_size: int = 1000, num_proc: int = 1) -> Docs:
-    """Token ids of each text (no special tokens) via the fast tokenizer's batch call.
+_WORKER_TOKENIZER = None
 
-    With num_proc > 1 and a big input, `datasets.map` spreads the batches over processes.
+
+def _init_worker(tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode(texts: list[str]) -> list[list[int]]:
+    return _WORKER_TOKENIZER(texts, add_special_tokens=False)["input_ids"]
+
+
+def _chunks(items: Iterable, size: int):
+    chunk = []
+    for x in items:
+        chunk.append(x)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def iter_tokenized(tokenizer, texts: Iterable[str], batch_size: int = 1000, num_proc: int = 1,
+                   chunk_docs: int = 100_000):
+    """Yield Docs, one per chunk of `chunk_docs` texts read from the iterable (never more in memory).
+
+    num_proc > 1: a pool of worker processes (tokenizer sent once, at start) encodes the
+    batches of each chunk in parallel; results keep the input order.
     """
-    if num_proc > 1 and len(texts) > 20 * batch_size:
-        import datasets
+    batch_size = max(1, min(batch_size, chunk_docs))
+    pool = None
+    if num_proc > 1:
+        import multiprocessing as mp
+        import os
 
-        ds = datasets.Dataset.from_dict({"text": list(texts)})
-        ds = ds.map(lambda b: {"ids": tokenizer(b["text"], add_special_tokens=False)["input_ids"]},
-                    batched=True, batch_size=batch_size, num_proc=num_proc, remove_columns=["text"])
-        ds = ds.with_format("numpy")
-        parts = [Docs.from_lists(ds[i:i + 100_000]["ids"]) for i in range(0, len(ds), 100_000)]
-        return concat(parts)
-    parts = []
-    for i in range(0, len(texts), batch_size):
-        ids = tokenizer(list(texts[i:i + batch_size]), add_special_tokens=False)["input_ids"]
-        parts.append(Docs.from_lists(ids))
-    return concat(parts)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # processes, not threads, per worker
+        pool = mp.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(tokenizer,))
+    try:
+        for chunk in _chunks(texts, chunk_docs):
+            batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+            if pool is not None and len(batches) > 1:
+                ids = [x for part in pool.map(_encode, batches) for x in part]
+            else:
+                ids = [x for b in batches for x in tokenizer(b, add_special_tokens=False)["input_ids"]]
+            yield Docs.from_lists(ids)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
+def tokenize(tokenizer, texts: Iterable[str], batch_size: int = 1000, num_proc: int = 1,
+             chunk_docs: int = 100_000) -> Docs:
+    """Token ids of each text (no special tokens) via the fast tokenizer's batch call, in memory."""
+    return concat(iter_tokenized(tokenizer, texts, batch_size, num_proc, chunk_docs))
+
+
+def tokenize_to_disk(tokenizer, texts: Iterable[str], path: Path, batch_size: int = 1000, num_proc: int = 1,
+                     chunk_docs: int = 100_000) -> Docs:
+    """Stream-tokenize into the cache directory `path` (tokens.bin + offsets.npy); memory-mapped result."""
+    lengths: list[np.ndarray] = []
+
+    def token_chunks():
+        for d in iter_tokenized(tokenizer, texts, batch_size, num_proc, chunk_docs):
+            lengths.append(d.lengths)
+            yield d.tokens
+
+    write_docs_dir(Path(path), token_chunks(), lengths=lengths)
+    return Docs.load(path)
 
 
 def cache_key(*parts) -> str:
@@ -138,14 +228,14 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def cached_tokenize(cache_dir: Path, key: str, tokenizer, texts_fn, num_proc: int = 1) -> tuple[Docs, bool]:
-    """Load `<cache_dir>/<key>.npz` or tokenize `texts_fn()` and store it; returns (docs, hit)."""
-    path = Path(cache_dir) / f"{key}.npz"
-    if path.exists():
+def cached_tokenize(cache_dir: Path, key: str, tokenizer, texts_fn, num_proc: int = 1,
+                    chunk_docs: int = 100_000) -> tuple[Docs, bool]:
+    """Load `<cache_dir>/<key>/` (memory-mapped) or stream-tokenize the iterable `texts_fn()`
+    into it; returns (docs, hit)."""
+    path = Path(cache_dir) / key
+    if (path / "offsets.npy").exists():
         return Docs.load(path), True
-    docs = tokenize(tokenizer, texts_fn(), num_proc=num_proc)
-    docs.save(path)
-    return docs, False
+    return tokenize_to_disk(tokenizer, texts_fn(), path, num_proc=num_proc, chunk_docs=chunk_docs), False
 
 
 # --------------------------------------------------------------------------- budget
@@ -213,6 +303,67 @@ def pack(docs: Docs, seq_len: int, bos: int, eos: int, pad: int, n_rows: int | N
     out[:n_real] = s[:n_real]
     return Packed(out.reshape(n_rows, seq_len), n_real=n_real, n_docs=len(docs),
                   n_truncated=max(0, len(s) - slots))
+
+
+def gather(sources: Sequence[Docs], src: np.ndarray, idx: np.ndarray) -> Docs:
+    """Documents sources[src[j]].doc(idx[j]) in order j, vectorised per source."""
+    src, idx = np.asarray(src), np.asarray(idx, dtype=np.int64)
+    lengths = np.zeros(len(idx), dtype=np.int64)
+    for k, d in enumerate(sources):
+        sel = src == k
+        lengths[sel] = d.lengths[idx[sel]]
+    offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.empty(int(offsets[-1]), dtype=np.int32)
+    for k, d in enumerate(sources):
+        sel = np.flatnonzero(src == k)
+        if len(sel):
+            part = d.take(idx[sel])
+            tokens[np.repeat(offsets[sel] - part.offsets[:-1], part.lengths)
+                   + np.arange(len(part.tokens), dtype=np.int64)] = part.tokens
+    return Docs(tokens, offsets)
+
+
+def pack_to_npy(path: Path, sources: Sequence[Docs], src: np.ndarray, idx: np.ndarray, seq_len: int,
+                bos: int, eos: int, pad: int, n_rows: int, chunk_docs: int = 100_000) -> Packed:
+    """Streaming `pack`: the documents (src, idx) in order, written chunk by chunk into an
+    int32 .npy of shape [n_rows, seq_len] (memory-mapped); the same rows as
+    pack(gather(sources, src, idx), ..., n_rows). Returns Packed with the memory-mapped rows."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    slots = n_rows * seq_len
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(n_rows, seq_len))
+    flat = out.reshape(-1)
+    pos, n_stream = 0, 0
+    for i in range(0, len(idx), chunk_docs):
+        s = stream(gather(sources, src[i:i + chunk_docs], idx[i:i + chunk_docs]), bos, eos)
+        n_stream += len(s)
+        take = max(0, min(len(s), slots - pos))
+        flat[pos:pos + take] = s[:take]
+        pos += take
+    flat[pos:] = pad
+    out.flush()
+    del out, flat
+    tmp.replace(path)
+    return Packed(np.load(path, mmap_mode="r"), n_real=pos, n_docs=len(idx),
+                  n_truncated=max(0, n_stream - slots))
+
+
+def position_ids_for(input_ids, bos: int):
+    """Positions restarting at 0 on every `<s>` (and at each row start): document masking.
+
+    Works on numpy arrays and torch tensors [rows, seq_len].
+    """
+    is_torch = not isinstance(input_ids, np.ndarray)
+    ids = input_ids.cpu().numpy() if is_torch else input_ids
+    ar = np.broadcast_to(np.arange(ids.shape[-1], dtype=np.int64), ids.shape)
+    start = np.maximum.accumulate(np.where(ids == bos, ar, 0), axis=-1)
+    pos = ar - start
+    if is_torch:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(pos)).to(input_ids.device)
+    return pos
 
 
 def labels_for(input_ids, bos: int, pad: int):

@@ -10,20 +10,45 @@ Arms (what differs is only the data; model, hyper-parameters and budget are shar
   pairs_only  the synthesized pairs of the converted texts, without the raw texts
               (plain "Question: ...\nAnswer: ..." blocks, one document per text)
   continual   instruction-augmented corpus from `base_model`, mixed with general
-              instructions ("{question} {response}") at `general_ratio` of the tokens
+              instructions ("{question} {response}", BOS/EOS only, no chat template) at
+              `general_ratio` of the tokens (paper: 1:1 = 0.5)
 Arms start from a random Mistral `model` (init: scratch), except `continual`, and every
 arm when init == base_model (domain continual pre-training: Vanilla PT-8B = vanilla arm);
 arms that start from base_model use its tokenizer and mix in general instructions.
+base_model may be `stage:03_pretrain/<arm>`: an arm of this same stage, trained first
+(it must come earlier in `arms`). ci-tiny uses `stage:03_pretrain/vanilla`: the paper's
+continual run starts from a model pre-trained on general raw text (Llama3-8B), and the
+tiny vanilla arm is exactly that at tiny scale (a random init would not be "continual").
+Its budget equals every other arm's (`train_tokens`), counted on top of the base's.
+
+Other augmented corpora (ablations, paper Table 4): `arm_variants` maps a new arm name to
+{recipe, augmented}: the arm follows the built-in recipe (instruct | pairs_only |
+continual) with its augmented texts read from `augmented` ('' = this run's 02 output,
+`variant:NAME` = <work>/02_synthesize/variants/NAME/augmented.jsonl written by the
+synthesize.variants setting NAME, else a local JSONL path, e.g. another run's output):
+    arms: [vanilla, instruct, pairs_only, instruct_1shot, instruct_rule]
+    arm_variants:
+      instruct_1shot: {recipe: instruct, augmented: "variant:one_shot"}
+      instruct_rule: {recipe: instruct, augmented: "variant:rule_based"}
+Such an arm has its own model (<work>/03_pretrain/<name>/model), loss curve and metrics;
+04_instruct_tune and 05_evaluate take it by name like any other arm.
 
 Data: each source is tokenized once (cache key: tokenizer + file contents + renderer
-version) under <work>/03_pretrain/cache; an arm draws documents in shuffled epochs until
-its budget of `steps * batch_tokens` tokens is filled and packs them into seq_len rows
-(ipt_utils.packing), stored as .npy and memory-mapped for training.
+version) under <work>/03_pretrain/cache, streamed in chunks of `chunk_docs` documents to
+an on-disk memory-mapped cache (tokenization over `num_proc` processes); an arm draws
+documents (by index, from their lengths) in shuffled epochs until its budget of
+`steps * batch_tokens` tokens is filled and packs them chunk by chunk into seq_len rows
+(ipt_utils.packing), a memory-mapped .npy read by training: memory stays bounded by the
+chunk size plus 8-16 bytes per document, so corpora larger than RAM work. Packing
+efficiency (non-pad / all token slots) is reported per arm. `doc_mask` restarts position
+ids at every <s> so attention never crosses a packed document boundary (sdpa/eager: a
+block-diagonal causal mask; flash_attention_2: varlen kernels on flattened rows).
 
 Training: a plain torch loop driven by `accelerate` (one process here; FSDP across GPUs
 with `accelerate_config`, see params/accelerate/): AdamW with decoupled weight decay,
 linear warmup + cosine to min_lr_ratio, gradient clipping, gradient accumulation to
-batch_tokens, bf16 autocast on GPU / fp32 on CPU, SDPA attention. Checkpoints every
+batch_tokens, bf16 autocast on GPU / fp32 on CPU, `attn_implementation` (sdpa default,
+flash_attention_2 on GPUs with flash-attn installed), optional torch.compile (`compile`). Checkpoints every
 `save_steps` (model, optimizer, step, log); a rerun resumes from the newest one with the
 same data order and LR (both are pure functions of the step).
 
@@ -42,20 +67,33 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .assets import ModelShape
-from .schema import HUB_PREFIX, TINY, resolve_path, spec
+from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path, spec
 
 ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
+AUGMENTED_RECIPES = ("instruct", "pairs_only", "continual")  # recipes that read an augmented corpus
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
 IGNORE = -100
 RENDER_VERSION = "render-1"  # part of the cache key of rendered sources (with templify.py's bytes)
 TEMPLIFY_SRC = Path(__file__).resolve().parent / "templify.py"
 
 
 @dataclass
+class ArmVariant:
+    """An extra arm: a built-in recipe fed by another augmented corpus (ablations, Table 4)."""
+
+    recipe: str = spec(choices=AUGMENTED_RECIPES, help="which built-in arm's data recipe to follow")
+    augmented: str = spec(help="'' = this run's 02 output; variant:NAME = <work>/02_synthesize/variants/"
+                               "NAME/augmented.jsonl; else a local augmented JSONL path")
+
+
+@dataclass
 class Params:
-    arms: list[str] = spec(choices=ARMS, help="data arms to pre-train, in order")
+    arms: list[str] = spec(help="data arms to pre-train, in order: built-in ARMS or keys of arm_variants")
+    arm_variants: dict[str, ArmVariant] = spec(help="extra arm name -> {recipe, augmented} "
+                                                    "(e.g. instruct_1shot: {recipe: instruct, augmented: variant:one_shot})")
     raw_corpus: str = spec(kind="source", help="JSONL {id, domain, text} or hf:NAME")
     synth_collection: str = spec(kind="source", help="synthesizer-tuning data {context, QA_list} (mix/instruct)")
     general_instructions: str = spec(kind="source", help="{question, response} rows mixed into base-model arms")
@@ -79,7 +117,12 @@ class Params:
     save_steps: int = spec(ge=1, help="checkpoint interval (steps)")
     log_steps: int = spec(ge=1)
     gradient_checkpointing: bool = spec()
-    num_proc: int = spec(ge=1, help="tokenization processes (datasets.map) for big corpora")
+    num_proc: int = spec(ge=1, help="tokenization worker processes")
+    chunk_docs: int = spec(ge=1, help="documents per streamed tokenization/packing chunk (bounds memory)")
+    doc_mask: bool = spec(help="document-masked attention: positions restart at every <s> and no "
+                               "token attends across a packed document boundary (sdpa/eager/flash_attention_2)")
+    attn_implementation: str = spec(choices=ATTN_IMPLEMENTATIONS, help="attention kernel of trained models")
+    compile: bool = spec(help="torch.compile the model (accelerate dynamo_backend=inductor)")
     accelerate_config: str = spec(kind="optpath", help="'' = train in-process; else an accelerate "
                                                        "config (e.g. params/accelerate/fsdp.yaml) to launch with")
 
@@ -90,6 +133,19 @@ class Params:
             raise ValueError(f"train_tokens {self.train_tokens} < batch_tokens {self.batch_tokens}")
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             raise ValueError(f"arms must be a non-empty list without repeats, got {self.arms}")
+        for name in self.arm_variants:
+            if name in ARMS or not name.isidentifier():
+                raise ValueError(f"arm_variants: {name!r} must be a new identifier (not one of {list(ARMS)})")
+        unknown = [a for a in self.arms if a not in ARMS and a not in self.arm_variants]
+        if unknown:
+            raise ValueError(f"arms {unknown}: expected one of {list(ARMS)} or a key of arm_variants")
+        base_arm = own_base_arm(self)
+        if base_arm is not None:
+            users = [a for a in self.arms if from_base(self, a)]
+            if base_arm in users or (users and (base_arm not in self.arms
+                                                or self.arms.index(base_arm) > self.arms.index(users[0]))):
+                raise ValueError(f"base_model {self.base_model}: arm {base_arm!r} must be trained "
+                                 f"before {users} (list it earlier in arms) and not start from itself")
 
     @property
     def steps(self) -> int:
@@ -150,65 +206,99 @@ def render_general(row: dict) -> str:
     return f"{row['question']} {row['response']}"
 
 
-def augmented_path(ctx) -> Path:
-    return ctx.work_root / "02_synthesize" / "augmented.jsonl"
+def augmented_path(ctx, spec_: str = "") -> Path:
+    """The augmented corpus an arm reads: '' = this run's 02_synthesize output,
+    variant:NAME = a 02_synthesize variant of this run, else a local JSONL path."""
+    if not spec_:
+        return ctx.work_root / "02_synthesize" / "augmented.jsonl"
+    if spec_.startswith("variant:"):
+        from .synthesize import variant_augmented
+
+        return variant_augmented(ctx.work_root, spec_[len("variant:"):])
+    return resolve_path(spec_)
+
+
+def recipe_of(cfg: Params, arm: str) -> str:
+    """The built-in recipe an arm follows (itself, or its arm_variants entry's recipe)."""
+    return arm if arm in ARMS else cfg.arm_variants[arm].recipe
+
+
+def augmented_spec(cfg: Params, arm: str) -> str:
+    return cfg.arm_variants[arm].augmented if arm in cfg.arm_variants else ""
+
+
+def own_base_arm(cfg: Params) -> str | None:
+    """The arm X when base_model is stage:03_pretrain/X (tiny continual: start from this run's vanilla)."""
+    prefix = STAGE_PREFIX + "03_pretrain/"
+    return cfg.base_model[len(prefix):] if cfg.base_model.startswith(prefix) else None
 
 
 @dataclass
 class SourceTexts:
-    """Lazily materialised texts of one data source + what identifies them."""
+    """Lazily streamed texts of one data source + what identifies them (for the cache key)."""
 
     name: str
     key_parts: list
-    texts: Callable[[], list[str]]
+    texts: Callable[[], Iterable[str]]  # a fresh iterator over the texts on every call
 
 
-def source_texts(ctx, cfg: Params) -> dict[str, SourceTexts]:
-    """raw, tuning, instruct_corpus, pairs, general -> texts (read on demand)."""
+def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts]:
+    """raw, tuning, instruct_corpus, pairs, general -> texts, streamed from their files.
+
+    instruct_corpus = the raw texts whose id was not converted, then every augmented text;
+    only the set of converted ids is held in memory (order is irrelevant: arms shuffle).
+    `augmented` picks the augmented corpus (see augmented_path).
+    """
+    from . import io
 
     def ident(src):
         return src if src.startswith(HUB_PREFIX) else resolve_path(src)
 
-    aug = augmented_path(ctx)
+    aug = augmented_path(ctx, augmented)
     aug_id = aug if aug.exists() else "missing"
-    memo: dict = {}
-
-    def raw_rows():
-        if "raw" not in memo:
-            memo["raw"] = [(str(r.get("id", i)), _text_of(r)) for i, r in enumerate(_rows(cfg.raw_corpus))]
-        return memo["raw"]
 
     def aug_rows():
-        if "aug" not in memo:
-            from . import io
+        if not aug.exists():
+            raise FileNotFoundError(f"{aug}: no augmented corpus; run 02_synthesize first "
+                                    f"(needed by arms instruct/pairs_only/continual and their variants)")
+        return io.iter_jsonl(aug)
 
-            if not aug.exists():
-                raise FileNotFoundError(f"{aug}: no augmented corpus; run 02_synthesize first "
-                                        f"(needed by arms instruct/pairs_only/continual)")
-            memo["aug"] = {str(r["id"]): r for r in io.iter_jsonl(aug)}
-        return memo["aug"]
+    def raw():
+        return (_text_of(r) for r in _rows(cfg.raw_corpus))
 
     def instruct_corpus():
-        augmented = aug_rows()
-        return [augmented[i]["text"] if i in augmented else t for i, t in raw_rows()]
+        converted = {str(r["id"]) for r in aug_rows()}
+        replaced = 0
+        for i, r in enumerate(_rows(cfg.raw_corpus)):
+            if str(r.get("id", i)) in converted:
+                replaced += 1
+            else:
+                yield _text_of(r)
+        if replaced < len(converted):
+            raise ValueError(f"{aug}: {len(converted) - replaced} augmented ids are not in {cfg.raw_corpus} "
+                             f"(the corpus 02_synthesize converted must be this raw_corpus)")
+        for r in aug_rows():
+            yield r["text"]
 
     def pairs():
-        return [render_pairs(r["pairs"]) for r in aug_rows().values() if r.get("pairs")]
+        return (render_pairs(r["pairs"]) for r in aug_rows() if r.get("pairs"))
+
+    def tuning():
+        return (render_collection_record(r, i, ctx.seed) for i, r in enumerate(_rows(cfg.synth_collection)))
 
     return {
-        "raw": SourceTexts("raw", [ident(cfg.raw_corpus)], lambda: [t for _, t in raw_rows()]),
-        "tuning": SourceTexts("tuning", [ident(cfg.synth_collection), RENDER_VERSION, ctx.seed, TEMPLIFY_SRC],
-                              lambda: [render_collection_record(r, i, ctx.seed)
-                                       for i, r in enumerate(_rows(cfg.synth_collection))]),
-        "instruct_corpus": SourceTexts("instruct_corpus", [ident(cfg.raw_corpus), aug_id], instruct_corpus),
+        "raw": SourceTexts("raw", [ident(cfg.raw_corpus)], raw),
+        "tuning": SourceTexts("tuning", [ident(cfg.synth_collection), RENDER_VERSION, ctx.seed, TEMPLIFY_SRC], tuning),
+        "instruct_corpus": SourceTexts("instruct_corpus", [ident(cfg.raw_corpus), aug_id, RENDER_VERSION],
+                                       instruct_corpus),
         "pairs": SourceTexts("pairs", [aug_id, RENDER_VERSION], pairs),
         "general": SourceTexts("general", [ident(cfg.general_instructions)],
-                               lambda: [render_general(r) for r in _rows(cfg.general_instructions)]),
+                               lambda: (render_general(r) for r in _rows(cfg.general_instructions))),
     }
 
 
 def from_base(cfg: Params, arm: str) -> bool:
-    return arm == "continual" or cfg.init == "base_model"
+    return cfg.init == "base_model" or (arm in ARMS or arm in cfg.arm_variants) and recipe_of(cfg, arm) == "continual"
 
 
 def arm_recipe(cfg: Params, arm: str) -> dict:
@@ -223,7 +313,7 @@ def arm_recipe(cfg: Params, arm: str) -> dict:
         "instruct": [("instruct_corpus", 1), ("tuning", cfg.tuning_repeat)],
         "pairs_only": [("pairs", 1)],
         "continual": [("instruct_corpus", 1)],
-    }[arm]
+    }[recipe_of(cfg, arm)]
     pool = [(s, r) for s, r in pool if r > 0]
     ratio = {"general": cfg.general_ratio} if from_base(cfg, arm) and cfg.general_ratio > 0 else {}
     return {"pool": pool, "ratio": ratio}
@@ -233,7 +323,8 @@ def arm_recipe(cfg: Params, arm: str) -> dict:
 
 def arm_tokenizer_spec(cfg: Params, arm: str) -> str:
     if from_base(cfg, arm) and cfg.base_model != TINY:
-        return cfg.base_model
+        base_arm = own_base_arm(cfg)
+        return arm_tokenizer_spec(cfg, base_arm) if base_arm else cfg.base_model
     return cfg.tokenizer
 
 
@@ -252,10 +343,12 @@ def special_ids(tokenizer) -> tuple[int, int, int]:
     return bos, eos, pad
 
 
-def mix_documents(sources: dict, recipe: dict, budget: int, seed: int):
-    """Choose documents for one arm: returns (Docs in training order, per-source token counts).
+def mix_plan(lengths: dict, recipe: dict, budget: int, seed: int):
+    """Choose documents for one arm from their lengths only (no tokens touched).
 
-    sources: name -> packing.Docs. Deterministic for a given seed.
+    lengths: source name -> document lengths. Returns (names, src, idx, counts): document j
+    of the arm is document idx[j] of source names[src[j]], in training order; counts =
+    tokens (incl. <s>/</s>) per source. Deterministic for a given seed.
     """
     import numpy as np
 
@@ -264,30 +357,45 @@ def mix_documents(sources: dict, recipe: dict, budget: int, seed: int):
     rng = np.random.default_rng(seed)
     ratio_budget = {s: int(round(r * budget)) for s, r in recipe["ratio"].items()}
     pool_budget = budget - sum(ratio_budget.values())
-    chosen, labels = [], []
+    names = [s for s, _ in recipe["pool"]] + list(ratio_budget)
+    srcs, idxs = [], []
     if recipe["pool"] and pool_budget > 0:
-        names = [s for s, _ in recipe["pool"]]
-        base = packing.concat(sources[s] for s in names)
-        starts = np.cumsum([0] + [len(sources[s]) for s in names])
-        # pool index -> document index in `base`; a source with repeat r appears r times
+        pool_names = [s for s, _ in recipe["pool"]]
+        base_len = np.concatenate([np.asarray(lengths[s], dtype=np.int64) for s in pool_names])
+        starts = np.cumsum([0] + [len(lengths[s]) for s in pool_names])
+        # pool index -> document index in the concatenation; a source with repeat r appears r times
         index = np.concatenate([np.tile(np.arange(starts[k], starts[k + 1]), r)
                                 for k, (_, r) in enumerate(recipe["pool"])])
-        pick = index[packing.fill_budget(base.lengths[index], pool_budget, rng)]
-        chosen.append(base.take(pick))
-        labels.append(np.searchsorted(starts, pick, side="right") - 1)
+        pick = index[packing.fill_budget(base_len[index], pool_budget, rng)]
+        label = np.searchsorted(starts, pick, side="right") - 1
+        srcs.append(label)
+        idxs.append(pick - starts[label])
     offset = len(recipe["pool"])
     for k, (s, b) in enumerate(ratio_budget.items()):
         if b > 0:
-            pick = packing.fill_budget(sources[s].lengths, b, rng)
-            chosen.append(sources[s].take(pick))
-            labels.append(np.full(len(pick), offset + k))
-    docs = packing.concat(chosen)
-    label = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-    order = rng.permutation(len(docs))  # interleave sources
-    docs, label = docs.take(order), label[order]
-    names = [s for s, _ in recipe["pool"]] + list(ratio_budget)
-    counts = {n: int((docs.lengths[label == i] + 2).sum()) for i, n in enumerate(names)}
-    return docs, counts
+            pick = packing.fill_budget(lengths[s], b, rng)
+            srcs.append(np.full(len(pick), offset + k))
+            idxs.append(pick)
+    src = np.concatenate(srcs).astype(np.int16) if srcs else np.zeros(0, dtype=np.int16)
+    idx = np.concatenate(idxs).astype(np.int64) if idxs else np.zeros(0, dtype=np.int64)
+    order = rng.permutation(len(idx))  # interleave sources
+    src, idx = src[order], idx[order]
+    counts = {}
+    for i, n in enumerate(names):
+        sel = src == i
+        counts[n] = int((np.asarray(lengths[n], dtype=np.int64)[idx[sel]] + 2).sum())
+    return names, src, idx, counts
+
+
+def mix_documents(sources: dict, recipe: dict, budget: int, seed: int):
+    """Choose documents for one arm: returns (Docs in training order, per-source token counts).
+
+    sources: name -> packing.Docs. In memory; prepare_arm streams the same plan to disk.
+    """
+    from . import packing
+
+    names, src, idx, counts = mix_plan({k: d.lengths for k, d in sources.items()}, recipe, budget, seed)
+    return packing.gather([sources[n] for n in names], src, idx), counts
 
 
 @dataclass
@@ -309,9 +417,8 @@ class ArmData:
 
 
 def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
-    """Tokenize (cached) the arm's sources, mix them to the budget and pack; cached too."""
-    import numpy as np
-
+    """Tokenize (cached, streamed to disk) the arm's sources, mix them to the budget and pack
+    them chunk by chunk into a memory-mapped .npy; cached too."""
     from . import io, packing
 
     t0 = time.time()
@@ -319,12 +426,12 @@ def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
     tok = load_tokenizer(ctx, tok_spec)
     fp = packing.tokenizer_fingerprint(tok)
     recipe = arm_recipe(cfg, arm)
-    srcs = source_texts(ctx, cfg)
+    srcs = source_texts(ctx, cfg, augmented_spec(cfg, arm))
     names = [s for s, _ in recipe["pool"]] + list(recipe["ratio"])
     cache = ctx.work / "cache"
     keys = {s: packing.cache_key(fp, s, *srcs[s].key_parts) for s in names}
     n_rows = cfg.steps * cfg.batch_seqs
-    key = packing.cache_key(arm, keys, recipe, n_rows, cfg.seq_len, ctx.seed)
+    key = packing.cache_key(recipe_of(cfg, arm), keys, recipe, n_rows, cfg.seq_len, ctx.seed)
     out = ctx.work / "data" / f"{arm}-{key}.npy"
     meta_path = out.with_suffix(".json")
     if out.exists() and meta_path.exists():
@@ -333,15 +440,16 @@ def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
                        seconds=time.time() - t0, **meta)
     docs, hits = {}, 0
     for s in names:
-        docs[s], hit = packing.cached_tokenize(cache, keys[s], tok, srcs[s].texts, num_proc=cfg.num_proc)
+        docs[s], hit = packing.cached_tokenize(cache, keys[s], tok, srcs[s].texts, num_proc=cfg.num_proc,
+                                               chunk_docs=cfg.chunk_docs)
         hits += hit
         if len(docs[s]) == 0:
             raise ValueError(f"arm {arm}: source {s} has no documents")
     bos, eos, pad = special_ids(tok)
-    mixed, counts = mix_documents(docs, recipe, n_rows * cfg.seq_len, ctx.seed)
-    packed = packing.pack(mixed, cfg.seq_len, bos, eos, pad, n_rows=n_rows)
-    with io.atomic_open(out, "wb", encoding=None) as f:
-        np.save(f, packed.input_ids)
+    order, src, idx, counts = mix_plan({s: d.lengths for s, d in docs.items()}, recipe, n_rows * cfg.seq_len, ctx.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    packed = packing.pack_to_npy(out, [docs[s] for s in order], src, idx, cfg.seq_len, bos, eos, pad,
+                                 n_rows=n_rows, chunk_docs=cfg.chunk_docs)
     meta = dict(n_rows=n_rows, n_docs=packed.n_docs, efficiency=packed.efficiency, source_tokens=counts)
     io.write_json(meta_path, meta)
     return ArmData(arm=arm, path=out, tokenizer=tok_spec, cache_hits=hits, seconds=time.time() - t0, **meta)
@@ -517,6 +625,10 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
+    from .progress import bar
+
+    progress = bar(total=opt.total_steps, initial=state["step"], desc=f"train {ckpt_dir.parent.name}",
+                   unit="step", disable=not acc.is_main_process)
     if state["step"] == 0 and not state["evals"]:
         run_eval(0)
     while state["step"] < opt.total_steps:
@@ -542,6 +654,8 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
         loss = acc.reduce(loss_sum, reduction="mean").item()
         step_seconds += time.perf_counter() - t0
         state["step"] = step = step + 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss:.3f}", refresh=False)
         if step % log_steps == 0 or step == opt.total_steps:
             row = {"step": step, "loss": loss, "lr": lr, "tokens": step * tokens_per_step}
             state["log"].append(row)
@@ -553,19 +667,21 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
             break
         if step % save_steps == 0 and step < opt.total_steps:
             save(step)
+    progress.close()
     completed = state["step"] >= opt.total_steps
     return TrainResult(log=state["log"], evals=state["evals"], steps_done=state["step"],
                        tokens=state["step"] * tokens_per_step, step_seconds=step_seconds,
                        completed=completed, resumed_from=resumed_from), acc.unwrap_model(model), acc
 
 
-def make_accelerator(ctx):
-    """bf16 autocast (fp32 master weights) when the run's dtype is bf16 on GPU; fp32 on CPU."""
+def make_accelerator(ctx, compile: bool = False):
+    """bf16 autocast (fp32 master weights) when the run's dtype is bf16 on GPU; fp32 on CPU.
+    compile: torch.compile the prepared model (dynamo backend inductor)."""
     import torch
     from accelerate import Accelerator
 
     mp = "bf16" if ctx.device == "cuda" and ctx.torch_dtype == torch.bfloat16 else "no"
-    return Accelerator(mixed_precision=mp, cpu=ctx.device == "cpu")
+    return Accelerator(mixed_precision=mp, cpu=ctx.device == "cpu", dynamo_backend="inductor" if compile else "no")
 
 
 def save_final(acc, model, tokenizer, out_dir: Path) -> Path:
@@ -599,20 +715,22 @@ def write_loss_csv(path: Path, log: list) -> Path:
 # =========================================================================== pre-training
 
 def init_model(ctx, cfg: Params, arm: str, tokenizer):
-    """A fresh model (shared seeded init across arms) or the base model, fp32, SDPA."""
+    """A fresh model (shared seeded init across arms) or the base model, fp32 weights,
+    cfg.attn_implementation (sdpa | flash_attention_2 | eager)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from . import assets
 
+    attn = getattr(cfg, "attn_implementation", "sdpa")
     if from_base(cfg, arm) and cfg.base_model != TINY:
         return AutoModelForCausalLM.from_pretrained(
-            assets.resolve_model(ctx, cfg.base_model), dtype=torch.float32, attn_implementation="sdpa",
+            assets.resolve_model(ctx, cfg.base_model), dtype=torch.float32, attn_implementation=attn,
             use_safetensors=True, trust_remote_code=False)
     init_dir = ctx.work / "init" / _init_key(cfg, tokenizer, ctx.seed)
     if not (init_dir / "config.json").exists():
         assets.build_tiny_model(init_dir, cfg.model, tokenizer, seed=ctx.seed)
-    return AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32, attn_implementation="sdpa")
+    return AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32, attn_implementation=attn)
 
 
 def _init_key(cfg: Params, tokenizer, seed: int) -> str:
@@ -621,8 +739,16 @@ def _init_key(cfg: Params, tokenizer, seed: int) -> str:
     return packing.cache_key(asdict(cfg.model), packing.tokenizer_fingerprint(tokenizer), seed)
 
 
-def pretrain_batches(rows, batch_seqs: int, micro_batch_size: int, bos: int, pad: int):
-    """batches(step, rank, world): rows [step*B, (step+1)*B) split over ranks and micro-batches."""
+def pretrain_batches(rows, batch_seqs: int, micro_batch_size: int, bos: int, pad: int,
+                     doc_mask: bool = False, flatten: bool = False):
+    """batches(step, rank, world): rows [step*B, (step+1)*B) split over ranks and micro-batches.
+
+    doc_mask: add position_ids restarting at every <s> (and row start) and no attention
+    mask, so transformers masks attention across documents (block-diagonal causal mask on
+    sdpa/eager). flatten (flash_attention_2): each micro-batch becomes one [1, B*T] row whose
+    position_ids mark the documents, which FA2 runs as varlen sequences; the label of each
+    row's first token is ignored so the targets equal the unflattened ones.
+    """
     import numpy as np
     import torch
 
@@ -635,7 +761,13 @@ def pretrain_batches(rows, batch_seqs: int, micro_batch_size: int, bos: int, pad
         out = []
         for i in range(0, per_rank, micro_batch_size):
             ids = torch.from_numpy(block[i:i + micro_batch_size])
-            out.append({"input_ids": ids, "labels": packing.labels_for(ids, bos, pad)})
+            m = {"input_ids": ids, "labels": packing.labels_for(ids, bos, pad)}
+            if doc_mask:
+                m["position_ids"] = packing.position_ids_for(ids, bos)
+                if flatten:
+                    m["labels"][:, 0] = IGNORE
+                    m = {k: v.reshape(1, -1) for k, v in m.items()}
+            out.append(m)
         return out
 
     return batches
@@ -659,7 +791,7 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
     t0 = time.time()
     tok = load_tokenizer(ctx, data.tokenizer)
     bos, eos, pad = special_ids(tok)
-    acc = accelerator or make_accelerator(ctx)
+    acc = accelerator or make_accelerator(ctx, compile=cfg.compile)
     if acc.num_processes > 1 and cfg.batch_seqs % (acc.num_processes * cfg.micro_batch_size):
         raise ValueError(f"batch of {cfg.batch_seqs} sequences does not split over "
                          f"{acc.num_processes} devices x micro_batch_size {cfg.micro_batch_size}")
@@ -673,7 +805,8 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
                       grad_clip=cfg.grad_clip)
     ckpt_dir = arm_dir / f"ckpt-{run_key}"
     res, model, acc = train_loop(
-        model, pretrain_batches(data.rows(), cfg.batch_seqs, cfg.micro_batch_size, bos, pad), opt,
+        model, pretrain_batches(data.rows(), cfg.batch_seqs, cfg.micro_batch_size, bos, pad, doc_mask=cfg.doc_mask,
+                                flatten=cfg.attn_implementation == "flash_attention_2"), opt,
         ckpt_dir=ckpt_dir, save_steps=cfg.save_steps, log_steps=cfg.log_steps,
         tokens_per_step=cfg.batch_tokens, accelerator=acc, stop_after=stop_after)
     if acc.is_main_process:
@@ -706,7 +839,7 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
     return metrics
 
 
-RUN_ONLY_KEYS = ("arms", "num_proc", "accelerate_config", "log_steps", "save_steps")
+RUN_ONLY_KEYS = ("arms", "arm_variants", "num_proc", "chunk_docs", "accelerate_config", "log_steps", "save_steps")
 
 
 def _arm_key(ctx, cfg: Params, data: ArmData) -> str:
@@ -714,8 +847,13 @@ def _arm_key(ctx, cfg: Params, data: ArmData) -> str:
     tokenizer, seed, device/dtype and every training parameter (not which other arms run)."""
     from . import packing
 
+    from . import assets
+
     params = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_KEYS}
-    return packing.cache_key(params, data.path.name, ctx.seed, data.tokenizer, ctx.run.device, ctx.run.dtype)
+    base = None  # the weights an arm starts from when they are not built from config
+    if from_base(cfg, data.arm) and cfg.base_model != TINY and not cfg.base_model.startswith(HUB_PREFIX):
+        base = assets.model_fingerprint(assets.resolve_model(ctx, cfg.base_model))
+    return packing.cache_key(params, data.path.name, ctx.seed, data.tokenizer, ctx.run.device, ctx.run.dtype, base)
 
 
 def train_arms(ctx, cfg: Params, data: dict[str, ArmData]) -> dict:
@@ -765,39 +903,25 @@ def metrics_frame(metrics: dict):
 # =========================================================================== multi-GPU launch
 
 def launch(ctx, cfg: Params) -> dict:
-    """Run `accelerate launch --config_file <accelerate_config> -m ipt_utils.pretrain` on this
-    stage's parameters (written to <work>/03_pretrain/launch.json) and read back the metrics."""
-    import subprocess
-    import sys
+    """Run `accelerate launch --config_file <accelerate_config> -m ipt_utils.pretrain
+    <work>/03_pretrain/launch.json` (ipt_utils.launch) and read back the metrics."""
+    from . import launch as launcher
 
-    from . import io
-
-    spec_path = ctx.work / "launch.json"
-    io.write_json(spec_path, {"profile": ctx.profile, "run_dir": str(ctx.run_dir), "run": asdict(ctx.run),
-                              "pretrain": asdict(cfg)})
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(resolve_path(cfg.accelerate_config)), "-m", "ipt_utils.pretrain", str(spec_path)]
-    subprocess.run(cmd, check=True, cwd=resolve_path("."))
-    return io.read_json(ctx.work / "launch_metrics.json")
+    return launcher.launch(ctx, "pretrain", cfg, cfg.accelerate_config, "ipt_utils.pretrain")
 
 
 def main(argv=None) -> int:
     """Entry point of a launched (possibly multi-process) pre-training: python -m ipt_utils.pretrain SPEC."""
     import argparse
 
-    from accelerate import Accelerator
-
-    from . import io, stage
+    from . import io
+    from . import launch as launcher
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec", help="launch.json written by ipt_utils.pretrain.launch")
     args = ap.parse_args(argv)
-    spec_ = io.read_json(args.spec)
-    ns = {"profile": spec_["profile"], "run_dir": spec_["run_dir"], "run": spec_["run"], **spec_["pretrain"]}
-    ctx, cfg = stage.open_stage("03_pretrain", ns)
-    import torch
-
-    acc = Accelerator(mixed_precision="bf16" if ctx.torch_dtype == torch.bfloat16 and ctx.device == "cuda" else "no")
+    ctx, cfg = launcher.open_from_spec(args.spec, "03_pretrain", "pretrain")
+    acc = make_accelerator(ctx, compile=cfg.compile)
     with acc.main_process_first():
         data = prepare_data(ctx, cfg)
     metrics = {"arms": {arm: train_arm(ctx, cfg, d, accelerator=acc) for arm, d in data.items()}}

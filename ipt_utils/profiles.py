@@ -6,14 +6,13 @@ runs; a problem raises `SchemaError` naming the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .manifest import params_hash
 from .schema import REPO_ROOT, SchemaError
 from .stage import STAGES, params_class
 from .schema import validate
@@ -37,9 +36,7 @@ class Profile:
 
     def stage_hash(self, stage) -> str:
         """Hash of what determines a stage's output (its section and the run section)."""
-        blob = json.dumps({"run": self.section("run"), stage.section: self.section(stage.section)},
-                          sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return params_hash(stage.section, self.section("run"), self.section(stage.section))
 
 
 def profile_path(name_or_path: str) -> Path:

@@ -410,9 +410,15 @@ def table3(inp: Inputs, cfg: Params, pn) -> Table:
                   "large": "large baseline (Llama3-70B)"}
     by_name = {v: k for k, v in cfg.baselines.items()}
 
+    def arm_of(run, role):
+        # Instruct PT-8B is a run's `continual` arm (domain profiles); from-scratch runs: `instruct`
+        if role == "instruct" and ((ev.run == run) & (ev.arm == "continual")).any():
+            return "continual"
+        return role
+
     def val(run, role, task):
         if role in ("vanilla", "instruct"):
-            return ours(ev, run, role, False, task)
+            return ours(ev, run, arm_of(run, role), False, task)
         mid = by_name.get(roles[role])
         return ours(ev, run, task=task, model_id=mid) if mid else None
 
@@ -449,7 +455,8 @@ def table3(inp: Inputs, cfg: Params, pn) -> Table:
             parts.append(f"{run}/{domain}: Instruct minus Vanilla PT on {len(done)}/{len(tasks)} tasks "
                          f"= {o:+.1f} pt (paper average {pp:+.1f}); direction agrees: {word}")
     t.df = pd.DataFrame(rows)
-    t.notes.append("Paper per-task domain numbers are not in our notes (only averages). "
+    t.notes.append("Instruct PT (ours) = the run's continual arm when it has one, else its instruct arm. "
+                   "Paper per-task domain numbers are not in our notes (only averages). "
                    "Average (ours) only when every task of the domain ran. " + _conf_note(pn, "table3"))
     t.agreement = "; ".join(parts) or "cannot judge: no domain task was run by both Vanilla and Instruct PT"
     return t
@@ -463,7 +470,15 @@ def table4(inp: Inputs, cfg: Params, pn) -> Table:
     if inp.evals is None and not cfg.ablation_runs:
         t.skipped = _eval_missing(inp)
         return t
-    sources = {"full": (inp.label, "instruct", inp.evals), "wo_corpora": (inp.label, "pairs_only", inp.evals)}
+    # this run's arms: full = instruct (continual in domain profiles without an instruct arm),
+    # w/o corpora = pairs_only, the synthesis ablations = arms named rule_based / one_shot
+    # (pretrain.arm_variants over 02's variants, see params/ci-ablation.yaml);
+    # report.ablation_runs (another run's instruct arm) take precedence
+    ev = inp.evals
+    here = set(ev[(ev.run == inp.label) & ~ev.tuned].arm) if ev is not None else set()
+    full_arm = "continual" if "instruct" not in here and "continual" in here else "instruct"
+    sources = {"full": (inp.label, full_arm, ev), "wo_corpora": (inp.label, "pairs_only", ev),
+               **{ab: (inp.label, ab, ev) for ab in ("rule_based", "one_shot")}}
     for ab, rd in cfg.ablation_runs.items():
         rd = resolve_path(rd)
         df = load_eval(rd)
@@ -495,8 +510,10 @@ def table4(inp: Inputs, cfg: Params, pn) -> Table:
                              f"agrees: {_agree_word(_direction(d, cfg.tie_margin), 1)}")
     df = pd.DataFrame(rows)
     t.df = df[[c for c in df.columns if not c.startswith("_v_")]]
-    t.notes.append("Ours: average of every domain task's headline metric; 'full' = this run's instruct arm, "
-                   "'w/o corpora' = its pairs_only arm, other rows = report.ablation_runs. "
+    t.notes.append(f"Ours: average of every domain task's headline metric; 'full' = this run's {full_arm} arm, "
+                   f"'w/o corpora' = its pairs_only arm, rule-based / 1-shot = its arms rule_based / one_shot "
+                   f"(pretrain.arm_variants over synthesize.variants) unless report.ablation_runs names "
+                   f"another run. "
                    + _conf_note(pn, "table4"))
     t.agreement = "; ".join(parts) or "cannot judge: no ablation was run on the full domain task set"
     return t
@@ -641,6 +658,7 @@ def _save(fig, out: Path, name: str, cfg: Params) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
+    fig.tight_layout()  # also makes room for a suptitle
     for ext in cfg.figure_formats:
         p = out / f"{name}.{ext}"
         fig.savefig(p, dpi=120, bbox_inches="tight")

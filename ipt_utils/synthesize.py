@@ -38,9 +38,22 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
 
+BACKENDS = ("auto", "vllm", "transformers", "rule_based")
+
+
+@dataclass
+class Variant:
+    """An extra synthesis setting of the same texts (ablations, paper Table 4)."""
+
+    name: str = spec(help="-> <work>/02_synthesize/variants/<name>/augmented.jsonl (pretrain arm source)")
+    rounds: int = spec(ge=1, help="M of this setting (1 = 1-shot)")
+    backend: str = spec(choices=BACKENDS, help="rule_based = no model (ipt_utils.rule_based)")
+
+
 @dataclass
 class Params:
-    model: str = spec(kind="model", help="the synthesizer: stage:01_synth_tune | hf:NAME | local dir")
+    model: str = spec(kind="model", help="the synthesizer: stage:01_synth_tune | hf:NAME | local dir "
+                                         "(unused by backend rule_based)")
     corpus: str = spec(kind="source", help="raw texts: local .jsonl/.parquet/.txt or hf:NAME (streamed)")
     split: str = spec(help="split of an hf: corpus (ignored for local files)")
     text_column: str = spec(help="field holding the raw text")
@@ -51,15 +64,22 @@ class Params:
     rounds: int = spec(ge=1, help="M: contiguous rounds, M-shot history (2 general, 3 domain)")
     max_new_tokens: int = spec(ge=1)
     max_model_len: int = spec(ge=64, help="prompt + generation token limit")
-    backend: str = spec(choices=("auto", "vllm", "transformers"), help="auto = vllm if importable")
+    backend: str = spec(choices=BACKENDS, help="auto = vllm if importable; rule_based = model-free "
+                                                "task mining (ipt_utils.rule_based)")
     batch_size: int = spec(ge=1, help="prompts per engine call; halved on out-of-memory")
     tensor_parallel_size: int = spec(ge=1, help="vLLM only")
     gpu_memory_utilization: float = spec(gt=0.0, le=1.0, help="vLLM only (GPU)")
     enable_prefix_caching: bool = spec(help="vLLM only")
+    variants: list[Variant] = spec(help="extra settings synthesized from the same texts, each to "
+                                        "variants/<name>/ (e.g. one_shot: rounds 1, rule_based)")
 
     def __post_init__(self):
         if self.shard_index >= self.num_shards:
             raise ValueError(f"shard_index {self.shard_index} must be < num_shards {self.num_shards}")
+        names = [v.name for v in self.variants]
+        bad = [n for n in names if not n.isidentifier()]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(f"variant names must be distinct identifiers, got {names}")
         if self.max_new_tokens >= self.max_model_len:
             raise ValueError(f"max_new_tokens {self.max_new_tokens} must be < max_model_len "
                              f"{self.max_model_len}")
@@ -340,11 +360,13 @@ class TransformersEngine:
 
     name = "transformers"
 
-    def __init__(self, model_path: str, tokenizer, cfg: Params, device: str, dtype):
+    def __init__(self, model_path, tokenizer, cfg: Params, device: str, dtype):
+        """`model_path`: a directory / hub name, or an already built model (benchmarks)."""
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, use_safetensors=True, trust_remote_code=False).to(device).eval()
+        model = model_path if hasattr(model_path, "generate") else AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+        self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.max_new_tokens = cfg.max_new_tokens
@@ -400,6 +422,9 @@ class Engine:
         results: list[GenOut | None] = [None] * len(prompts)
         i, bs = 0, self.batch_size
         t = time.perf_counter()
+        from .progress import bar
+
+        progress = bar(total=len(prompts), desc=f"synthesize ({self.backend})", unit="text")
         while i < len(order):
             chunk = order[i:i + bs]
             try:
@@ -416,6 +441,8 @@ class Engine:
                 results[k] = o
             i += len(chunk)
             self.calls += 1
+            progress.update(len(chunk))
+        progress.close()
         self.gen_s += time.perf_counter() - t
         return results
 
@@ -449,6 +476,29 @@ def choose_backend(backend: str) -> str:
     return "vllm" if vllm_available()[0] else "transformers"
 
 
+TEST_ENGINE_ENV = "IPT_SYNTH_TEST_ENGINE"  # set to a per-call delay in seconds (tests only)
+
+
+class _TestEngine:
+    """For crash tests only: pairs derived from the prompt's new context, `delay` s per call.
+    Texts whose first word ends in a digit divisible by 3 get no pairs (chains break)."""
+
+    def __init__(self, tok: Tokenizer, delay: float):
+        self.tok, self.delay = tok, delay
+
+    def generate(self, prompts: list[list[int]]) -> list[GenOut]:
+        time.sleep(self.delay)
+        outs = []
+        for ids in prompts:
+            words = self.tok.decode(ids).rsplit("<CON>", 1)[-1].replace("</CON>", " ").split()
+            first = words[0] if words else "?"
+            text = "nothing" if first[-1:] in ("0", "3", "6", "9") else \
+                f"<QUE> What does {first} mean? <ANS> {' '.join(words[:4])} </END>\n\n" \
+                f"<QUE> How many words? <ANS> {len(words)} </END>"
+            outs.append(GenOut(text, len(self.tok.encode(text))))
+        return outs
+
+
 def make_engine(model_path: str, hf_tokenizer, cfg: Params, *, seed: int = 0, device: str = "cpu",
                 dtype=None) -> Engine:
     """A lazily started engine; `dtype` is a torch dtype (None = float32)."""
@@ -456,6 +506,10 @@ def make_engine(model_path: str, hf_tokenizer, cfg: Params, *, seed: int = 0, de
 
     dtype = dtype or torch.float32
     backend = choose_backend(cfg.backend)
+    if os.environ.get(TEST_ENGINE_ENV):  # tests only: a deterministic, optionally slow fake engine
+        delay = float(os.environ[TEST_ENGINE_ENV])
+        return Engine(lambda: _TestEngine(Tokenizer(hf_tokenizer), delay), "test-fake", cfg.batch_size,
+                      f"test-fake:{model_path}")
     if backend == "vllm":
         dname = str(dtype).replace("torch.", "")
         factory = lambda: VLLMEngine(model_path, cfg, seed, dname, device)  # noqa: E731
@@ -470,6 +524,12 @@ def open_engine(ctx, cfg: Params):
     """-> (Engine, Tokenizer) for the profile's synthesizer; the engine starts on first use."""
     from . import assets
 
+    if cfg.backend == "rule_based":  # no model: the rules mine each prompt's new text
+        from . import rule_based
+
+        tok = rule_based.RuleTokenizer()
+        return Engine(lambda: rule_based.RuleEngine(tok, ctx.seed), "rule_based", cfg.batch_size,
+                      rule_based.version()), tok
     if cfg.model == TINY:
         raise ValueError("synthesize.model: 'tiny' is an untrained model; use stage:01_synth_tune")
     path = assets.resolve_model(ctx, cfg.model)
@@ -509,7 +569,10 @@ def load_done_rounds(sdir: Path, fp: str) -> dict[int, list[Synth]]:
         print(f"[synthesize] {sdir}: inputs or params changed; discarding finished rounds")
         for p in sdir.glob("round-*.jsonl"):
             p.unlink()
+        (sdir / DONE).unlink(missing_ok=True)
     io.write_json(marker, {"fingerprint": fp})
+    for p in sdir.glob(".round-*.tmp"):  # half-written by a killed job (atomic writes never trust them)
+        p.unlink(missing_ok=True)
     done: dict[int, list[Synth]] = {}
     r = 0
     while (sdir / f"round-{r:03d}.jsonl").exists():  # only a prefix of rounds is reusable
@@ -579,13 +642,26 @@ def stats_frame(synths: Sequence[Synth], rows: Sequence[dict]):
     return pd.DataFrame(recs)
 
 
-def write_stats(ctx, synths: Sequence[Synth], rows: Sequence[dict]):
+def stats_dir(ctx, cfg: Params | None = None) -> Path:
+    """Where a job's statistics go: the stage dir, or its shard dir when the corpus is sharded
+    (concurrent shard jobs must not overwrite each other; the merge writes the stage dir)."""
+    if cfg is not None and cfg.num_shards > 1:
+        d = shard_dir(ctx.work, cfg)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+    return ctx.stage_dir
+
+
+def write_stats(ctx, synths: Sequence[Synth], rows: Sequence[dict], cfg: Params | None = None):
+    from . import io
+
     df = stats_frame(synths, rows)
-    df.to_csv(ctx.stage_dir / "synthesis_stats.csv", index=False)
+    with io.atomic_open(stats_dir(ctx, cfg) / "synthesis_stats.csv") as f:
+        df.to_csv(f, index=False)
     return df
 
 
-def plot_stats(ctx, df) -> Path:
+def plot_stats(ctx, df, cfg: Params | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -603,7 +679,7 @@ def plot_stats(ctx, df) -> Path:
         a.barh(counts.index.astype(str), counts.values)
         a.set(title=f"{col} mix", xlabel="texts")
     fig.tight_layout()
-    path = ctx.stage_dir / "synthesis.png"
+    path = stats_dir(ctx, cfg) / "synthesis.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -620,6 +696,7 @@ def summarize(data_stats: dict, synths: Sequence[Synth], engine: Engine, info: d
     gen_s = engine.gen_s
     return {
         **data_stats,
+        "texts_skipped": data_stats.get("texts_skipped_empty", 0),
         "texts_synthesized": n,
         "texts_truncated": sum(s.truncated for s in synths),
         "texts_without_pairs": sum(not s.pairs for s in synths),
@@ -639,5 +716,295 @@ def summarize(data_stats: dict, synths: Sequence[Synth], engine: Engine, info: d
         "input_tokens_per_s": in_tok / gen_s if gen_s else 0.0,
         "output_tokens_per_s": out_tok / gen_s if gen_s else 0.0,
         "oom_retries": engine.oom_retries,
+        # raw totals: what the merge of several shards adds up
+        "items_total": items,
+        "malformed_total": sum(s.malformed for s in synths),
+        "duplicates_total": sum(s.duplicates for s in synths),
+        "pair_tokens_total": sum(s.pair_tokens for s in synths),
+        "inherited_total": sum(s.inherited for s in synths),
+        "fresh_input_tokens": in_tok,
+        "fresh_output_tokens": out_tok,
         **info,
     }
+
+
+# --------------------------------------------------------------------------- variants (ablations)
+
+VARIANTS_DIR = "variants"
+
+
+def variant_params(cfg: Params, v: Variant) -> Params:
+    return dataclasses.replace(cfg, rounds=v.rounds, backend=v.backend, variants=[])
+
+
+def variant_context(ctx, name: str):
+    """ctx whose work/stage dirs are <...>/02_synthesize/variants/<name> (same shard layout)."""
+    return dataclasses.replace(ctx, stage=f"{ctx.stage}/{VARIANTS_DIR}/{name}")
+
+
+def variant_augmented(work_root: Path, name: str) -> Path:
+    """The (merged) augmented corpus of a variant, as stage 03 reads it."""
+    return Path(work_root) / "02_synthesize" / VARIANTS_DIR / name / "augmented.jsonl"
+
+
+def run_variants(ctx, cfg: Params, texts: Sequence[RawText], data_stats: dict, engine: Engine | None = None,
+                 tok=None, merge: bool = True) -> dict:
+    """Synthesize every `cfg.variants` setting from the same texts (resumable like the main run);
+    each goes through templify/stats into variants/<name>/ (work: augmented.jsonl; stage dir:
+    synthesis_stats.csv, synthesis.png, metrics.json). A variant with the main run's backend
+    reuses its started engine. -> {name: metrics}."""
+    from . import io
+
+    out = {}
+    for v in cfg.variants:
+        vcfg, vctx = variant_params(cfg, v), variant_context(ctx, v.name)
+        same = engine is not None and choose_backend(v.backend) == engine.backend
+        if same:  # share the loaded model; fresh timers for this variant
+            eng, tk = Engine(lambda: engine.impl, engine.backend, cfg.batch_size, engine.model_stamp), tok
+        else:
+            eng, tk = open_engine(vctx, vcfg)
+        synths, info = synthesize_shard(vctx, vcfg, texts, eng, tk)
+        rows = write_augmented(vctx, vcfg, synths)
+        df = write_stats(vctx, synths, rows, vcfg)
+        plot_stats(vctx, df, vcfg)
+        m = finish_shard(vctx, vcfg, summarize(data_stats, synths, eng, info, df), eng, merge=merge)
+        if merge or cfg.num_shards == 1:
+            io.write_json(vctx.stage_dir / "metrics.json", m)
+        out[v.name] = {"rounds": v.rounds, **m}
+    return out
+
+
+def merge_variants(ctx, cfg: Params) -> dict:
+    """synth-merge for every variant (each like the main run, under variants/<name>/)."""
+    from . import io
+
+    out = {}
+    for v in cfg.variants:
+        vcfg, vctx = variant_params(cfg, v), variant_context(ctx, v.name)
+        m = merge_shards(vctx, vcfg, model_stamp(vctx, vcfg))
+        io.write_json(vctx.stage_dir / "metrics.json", m)
+        out[v.name] = {"rounds": v.rounds, **m}
+    return out
+
+
+def variants_frame(main: dict, variants: dict):
+    """One row per setting: the main run and each variant (pairs, tokens, timing)."""
+    import pandas as pd
+
+    cols = ("backend", "texts_synthesized", "pairs_per_text", "tokens_per_pair", "inherited_share",
+            "texts_without_pairs", "generate_s")
+    rows = [{"setting": "main", **{c: main.get(c) for c in cols}}]
+    rows += [{"setting": k, **{c: m.get(c) for c in cols}} for k, m in variants.items()]
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- shards: finish, merge, CLI
+
+DONE = "done.json"  # a shard's completion marker, written last (after its augmented file and stats)
+SUM_KEYS = ("texts_in", "texts_skipped_empty", "texts_skipped", "texts_neutralised",
+            "texts_synthesized", "texts_truncated", "texts_without_pairs", "pairs_total",
+            "history_links_dropped", "items_total", "malformed_total", "duplicates_total",
+            "pair_tokens_total", "inherited_total", "fresh_input_tokens", "fresh_output_tokens",
+            "engine_calls", "rounds_resumed", "rounds_generated")
+
+
+class ShardsIncomplete(RuntimeError):
+    """Some shards are missing, unfinished or stale; the message names them."""
+
+
+def params_key(cfg: Params, model_stamp: str) -> str:
+    """What every shard of one job must share (all synthesis params but shard_index, and the weights)."""
+    skip = ("shard_index", "batch_size", "tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching")
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    return hashlib.sha256(json.dumps({**d, "weights": model_stamp}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shard_name(i: int, n: int) -> str:
+    return f"{i:05d}-of-{n:05d}"
+
+
+def finish_shard(ctx, cfg: Params, metrics: dict, engine: Engine, merge: bool = True) -> dict:
+    """Mark this shard complete. With several shards and `merge`, assemble all of them
+    (raises ShardsIncomplete naming the missing ones) and return the merged metrics;
+    otherwise return `metrics`."""
+    from . import io
+
+    io.write_json(shard_dir(ctx.work, cfg) / DONE, {
+        "shard": shard_name(cfg.shard_index, cfg.num_shards), "params_key": params_key(cfg, engine.model_stamp),
+        "rows": metrics["texts_synthesized"], "metrics": metrics})
+    if merge and cfg.num_shards > 1:
+        return merge_shards(ctx, cfg, engine.model_stamp)
+    return metrics
+
+
+def shard_status(work: Path, cfg: Params, model_stamp: str) -> tuple[list[dict], list[str]]:
+    """-> (done markers of complete shards in order, problems naming every other shard)."""
+    from . import io
+
+    done, problems = [], []
+    want = params_key(cfg, model_stamp)
+    for i in range(cfg.num_shards):
+        c = dataclasses.replace(cfg, shard_index=i)
+        marker, aug = shard_dir(work, c) / DONE, augmented_path(work, c)
+        name = shard_name(i, cfg.num_shards)
+        if not marker.exists():
+            state = "unfinished" if shard_dir(work, c).exists() else "missing"
+            problems.append(f"shard {name}: {state} (no {marker.name})")
+            continue
+        d = io.read_json(marker)
+        if d.get("params_key") != want:
+            problems.append(f"shard {name}: stale (synthesized with other params or weights)")
+        elif not aug.exists():
+            problems.append(f"shard {name}: {aug.name} missing")
+        else:
+            with open(aug, "rb") as f:
+                lines = sum(1 for _ in f)
+            if lines != d["rows"]:
+                problems.append(f"shard {name}: {aug.name} has {lines} rows, expected {d['rows']}")
+            else:
+                done.append(d)
+    return done, problems
+
+
+def merge_metrics(shard_metrics: Sequence[dict]) -> dict:
+    """Add up shard metrics; rates are recomputed from the totals, throughput per engine-second."""
+    from collections import Counter
+
+    m = {k: sum(s.get(k, 0) for s in shard_metrics) for k in SUM_KEYS}
+    m["records_read"] = max(s.get("records_read", 0) for s in shard_metrics)  # every shard reads them all
+    n, pairs, items = m["texts_synthesized"], m["pairs_total"], m["items_total"]
+    gen_s = sum(s.get("generate_s", 0.0) for s in shard_metrics)
+    mix = {k: dict(sum((Counter(s.get(k, {})) for s in shard_metrics), Counter())) for k in ("mode_mix", "layout_mix")}
+    m.update({
+        "pairs_per_text": pairs / n if n else 0.0,
+        "tokens_per_pair": m["pair_tokens_total"] / pairs if pairs else 0.0,
+        "parse_failure_rate": m["malformed_total"] / items if items else 0.0,
+        "duplicate_rate": m["duplicates_total"] / items if items else 0.0,
+        "inherited_share": m["inherited_total"] / n if n else 0.0,
+        **mix,
+        "backend": ",".join(sorted({s.get("backend", "") for s in shard_metrics})),
+        "engine_init_s": round(sum(s.get("engine_init_s", 0.0) for s in shard_metrics), 3),
+        "generate_s": round(gen_s, 3),
+        "input_tokens_per_s": m["fresh_input_tokens"] / gen_s if gen_s else 0.0,
+        "output_tokens_per_s": m["fresh_output_tokens"] / gen_s if gen_s else 0.0,
+        "oom_retries": [dict(r, shard=i) for i, s in enumerate(shard_metrics) for r in s.get("oom_retries", [])],
+        "shards": len(shard_metrics),
+    })
+    return m
+
+
+def merge_shards(ctx, cfg: Params, model_stamp: str) -> dict:
+    """Assemble <work>/augmented.jsonl (shards in index order), synthesis_stats.csv and the
+    figure in the stage dir; -> merged metrics. Refuses (ShardsIncomplete) unless every shard
+    is complete and was synthesized with the same params and weights."""
+    import shutil
+
+    import pandas as pd
+
+    from . import io
+
+    done, problems = shard_status(ctx.work, cfg, model_stamp)
+    if problems:
+        raise ShardsIncomplete(
+            f"cannot merge {cfg.num_shards} shards under {ctx.work}: {len(problems)} not complete:\n  "
+            + "\n  ".join(problems) + "\nrun each with `python -m ipt_utils synthesize --profile "
+            f"{ctx.profile} --num-shards {cfg.num_shards} --shard-index I`, then merge again")
+    if cfg.num_shards == 1:
+        return done[0]["metrics"]
+    shards = [dataclasses.replace(cfg, shard_index=i) for i in range(cfg.num_shards)]
+    with io.atomic_open(Path(ctx.work) / "augmented.jsonl", "wb") as out:
+        for c in shards:
+            with open(augmented_path(ctx.work, c), "rb") as f:
+                shutil.copyfileobj(f, out)
+    frames = [pd.read_csv(shard_dir(ctx.work, c) / "synthesis_stats.csv").assign(shard=c.shard_index)
+              for c in shards]
+    df = pd.concat(frames, ignore_index=True)
+    with io.atomic_open(ctx.stage_dir / "synthesis_stats.csv") as f:
+        df.to_csv(f, index=False)
+    plot_stats(ctx, df)
+    return merge_metrics([d["metrics"] for d in done])
+
+
+def cli_context(profile, out: str | None = None, num_shards: int | None = None,
+                shard_index: int | None = None):
+    """(StageContext, Params) of stage 02 for a loaded profile, without papermill."""
+    from .schema import REPO_ROOT, validate
+    from .stage import StageContext, setup_environment, work_root_for
+
+    section = profile.section("synthesize")
+    if num_shards is not None:
+        section["num_shards"] = num_shards
+    if shard_index is not None:
+        section["shard_index"] = shard_index
+    cfg = validate(Params, section, source="command line", prefix="synthesize")
+    run = profile.sections["run"]
+    run_dir = Path(out).resolve() if out else REPO_ROOT / "results" / "runs" / profile.name
+    work_root = work_root_for(run_dir, run)
+    setup_environment(work_root, run)
+    ctx = StageContext(profile=str(profile.path), stage="02_synthesize", run_dir=run_dir,
+                       work_root=work_root, run=run, interactive=False)
+    ctx.stage_dir  # create
+    return ctx, cfg
+
+
+def run_shard(ctx, cfg: Params) -> dict:
+    """The notebook's steps for one shard (resumable): synthesize, templify, stats, mark done.
+    A single-shard job also writes the stage's metrics.json; -> this shard's metrics."""
+    from .stage import finish_stage
+
+    texts, data_stats = load_texts(cfg)
+    engine, tok = open_engine(ctx, cfg)
+    synths, info = synthesize_shard(ctx, cfg, texts, engine, tok)
+    rows = write_augmented(ctx, cfg, synths)
+    df = write_stats(ctx, synths, rows, cfg)
+    plot_stats(ctx, df, cfg)
+    variants = run_variants(ctx, cfg, texts, data_stats, engine, tok, merge=False)
+    metrics = finish_shard(ctx, cfg, summarize(data_stats, synths, engine, info, df), engine, merge=False)
+    if variants:
+        metrics = {**metrics, "variants": variants}
+    if cfg.num_shards == 1:
+        finish_stage(ctx, metrics)
+    return metrics
+
+
+def model_stamp(ctx, cfg: Params) -> str:
+    from . import assets
+
+    if cfg.backend == "rule_based":
+        from .rule_based import version
+
+        return version()
+    if os.environ.get(TEST_ENGINE_ENV):
+        return f"test-fake:{assets.resolve_model(ctx, cfg.model)}"
+    return assets.model_fingerprint(assets.resolve_model(ctx, cfg.model))
+
+
+def cli_main(args, profile) -> int:
+    """`python -m ipt_utils synthesize|synth-merge` (see cli.py)."""
+    import sys
+
+    from .schema import SchemaError
+    from .stage import finish_stage
+
+    try:
+        ctx, cfg = cli_context(profile, args.out, args.num_shards, getattr(args, "shard_index", None))
+    except (SchemaError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tag = f"shard {shard_name(cfg.shard_index, cfg.num_shards)}"
+    if args.cmd == "synthesize":
+        m = run_shard(ctx, cfg)
+        print(f"[synthesize] {tag} done: {m['texts_synthesized']} texts, {m['pairs_total']} pairs, "
+              f"rounds resumed {m['rounds_resumed']} / generated {m['rounds_generated']} -> {ctx.work}")
+        return 0
+    try:
+        m = merge_shards(ctx, cfg, model_stamp(ctx, cfg))
+        if cfg.variants:
+            m = {**m, "variants": merge_variants(ctx, cfg)}
+    except ShardsIncomplete as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finish_stage(ctx, m)
+    print(f"[synth-merge] {cfg.num_shards} shards: {m['texts_synthesized']} texts, {m['pairs_total']} pairs "
+          f"-> {Path(ctx.work) / 'augmented.jsonl'}, {ctx.stage_dir / 'metrics.json'}")
+    return 0

@@ -6,9 +6,9 @@
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python (ipt)
 #     language: python
-#     name: python3
+#     name: ipt
 # ---
 
 # %% [markdown]
@@ -21,11 +21,12 @@
 #
 # - **Inputs:** the synthesizer (`model`, from stage 01 in ci-tiny), the raw corpus (`corpus`).
 # - **Outputs:** `<work>/02_synthesize/augmented.jsonl` (one row per raw text), finished
-#   rounds under `<work>/02_synthesize/shard-*/` (a rerun resumes), and in the stage
+#   rounds under `<work>/02_synthesize/shard-*/` (a rerun resumes; several shards are merged,
+#   see README "Synthesis at scale"), and in the stage
 #   directory `synthesis_stats.csv`, `synthesis.png`, `metrics.json`.
 
 # %%
-from ipt_utils import stage, synthesize
+from ipt_utils import explore, rule_based, stage, synthesize
 
 # %% tags=["parameters"]
 profile = "ci-tiny"
@@ -48,6 +49,7 @@ batch_size = 64
 tensor_parallel_size = 1
 gpu_memory_utilization = 0.9
 enable_prefix_caching = False
+variants = []
 
 # %%
 ctx, cfg = stage.open_stage("02_synthesize", globals())
@@ -58,6 +60,16 @@ ctx, cfg = stage.open_stage("02_synthesize", globals())
 # %%
 texts, data_stats = synthesize.load_texts(cfg)
 data_stats
+
+# %% [markdown]
+# ## Rule-based pairs in seconds (no model)
+# Before the synthesizer runs: what the model-free baseline (`backend: rule_based`, paper
+# Table 4 "rule-based synthesis") mines from the first texts, and one text turned into its
+# pre-training document. The same rules run as a backend or as a `variants` entry.
+
+# %%
+print(rule_based.preview_document(texts[0], seed=ctx.seed))
+rule_based.preview(texts[:3], seed=ctx.seed)
 
 # %% [markdown]
 # ## Multi-round synthesis (finished rounds are reused on a rerun)
@@ -75,14 +87,43 @@ rows = synthesize.write_augmented(ctx, cfg, synths)
 print(rows[0]["text"][:1500])
 
 # %% [markdown]
+# ## Explore the synthesized data
+# Pick a text to see side by side its raw text, the prompt actually sent to the
+# synthesizer (inherited history examples, oldest first, then the text itself), the
+# pairs parsed from the generation, and the final pre-training text with its template
+# mode and layout. Filter by mode, layout and whether the text inherited a history.
+# (Interactive widgets in JupyterLab; static tables in the papermill run's notebook.)
+
+# %%
+explore.explorer(ctx, cfg)
+
+# %% [markdown]
 # ## Statistics
 
 # %%
-stats = synthesize.write_stats(ctx, synths, rows)
-synthesize.plot_stats(ctx, stats)
+stats = synthesize.write_stats(ctx, synths, rows, cfg)
+synthesize.plot_stats(ctx, stats, cfg)
 stats.head()
+
+# %% [markdown]
+# ## Variants: the same texts under other settings (ablations)
+# Each `variants` entry (e.g. `one_shot`: rounds 1; `rule_based`: no model) is synthesized,
+# templified and summarised like the main run, into `<work>/02_synthesize/variants/<name>/`
+# (pre-training arms read them; see the ablation profile). Empty in most profiles.
+
+# %%
+variant_metrics = synthesize.run_variants(ctx, cfg, texts, data_stats, engine, tokenizer)
+synthesize.variants_frame(synthesize.summarize(data_stats, synths, engine, run_info, stats), variant_metrics)
+
+# %% [markdown]
+# ## Finish the shard
+# With `num_shards > 1` this job synthesized one shard (outputs under
+# `<work>/02_synthesize/shard-*/`); once every shard is complete (e.g. run as a Slurm array with
+# `python -m ipt_utils synthesize --shard-index I`), this merges them into `augmented.jsonl` and
+# the stage's statistics; a missing shard stops here with a message naming it.
 
 # %%
 metrics = synthesize.summarize(data_stats, synths, engine, run_info, stats)
+metrics = {**synthesize.finish_shard(ctx, cfg, metrics, engine), "variants": variant_metrics}
 stage.finish_stage(ctx, metrics)
 metrics

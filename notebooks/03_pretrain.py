@@ -6,9 +6,9 @@
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python (ipt)
 #     language: python
-#     name: python3
+#     name: ipt
 # ---
 
 # %% [markdown]
@@ -19,7 +19,9 @@
 # `vanilla` raw corpus · `mix` raw + synthesizer-tuning data · `instruct` raw corpus with
 # the converted texts replaced by their instruction-augmented versions + tuning data
 # (x `tuning_repeat`) · `pairs_only` the synthesized pairs alone · `continual` augmented
-# corpus from `base_model`, 1:1 with general instructions.
+# corpus from `base_model` (here this run's vanilla arm, trained first), 1:1 by tokens with
+# general instructions `{question} {response}` · `arm_variants`: the same recipes over another
+# augmented corpus (e.g. 1-shot or rule-based synthesis, paper Table 4).
 #
 # - **Inputs:** `raw_corpus`, `synth_collection`, `general_instructions`,
 #   `<work>/02_synthesize/augmented.jsonl` (arms instruct / pairs_only / continual).
@@ -42,19 +44,20 @@ profile = "ci-tiny"
 run_dir = "../results/runs/ci-tiny"
 interactive = True
 run = {"seed": 0, "work_dir": "", "device": "auto", "offline": True, "dtype": "auto"}
-arms = ["vanilla", "mix", "instruct"]
+arms = ["vanilla", "mix", "instruct", "continual"]
+arm_variants = {}
 raw_corpus = "ipt_utils/fixtures/raw_corpus.jsonl"
 synth_collection = "ipt_utils/fixtures/synth_collection.jsonl"
 general_instructions = "ipt_utils/fixtures/general_instructions.jsonl"
 tuning_repeat = 4
 general_ratio = 0.5
 init = "scratch"
-base_model = "tiny"
+base_model = "stage:03_pretrain/vanilla"
 model = {"hidden_size": 64, "intermediate_size": 256, "num_layers": 2, "num_heads": 2,
          "num_kv_heads": 2, "max_position_embeddings": 512, "vocab_size": 0}
 tokenizer = "tiny"
 seq_len = 256
-train_tokens = 655360
+train_tokens = 524288
 batch_tokens = 4096
 micro_batch_size = 8
 learning_rate = 0.003
@@ -68,6 +71,10 @@ save_steps = 64
 log_steps = 2
 gradient_checkpointing = False
 num_proc = 1
+chunk_docs = 256
+doc_mask = False
+attn_implementation = "sdpa"
+compile = False
 accelerate_config = ""
 
 # %%

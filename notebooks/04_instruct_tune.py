@@ -6,9 +6,9 @@
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python (ipt)
 #     language: python
-#     name: python3
+#     name: ipt
 # ---
 
 # %% [markdown]
@@ -33,7 +33,7 @@ profile = "ci-tiny"
 run_dir = "../results/runs/ci-tiny"
 interactive = True
 run = {"seed": 0, "work_dir": "", "device": "auto", "offline": True, "dtype": "auto"}
-arms = ["vanilla", "mix", "instruct"]
+arms = ["vanilla", "mix", "instruct", "continual"]
 data = "ipt_utils/fixtures/instructions.jsonl"
 eval_data = "ipt_utils/fixtures/eval/mmlu.jsonl"
 eval_shots = [0, 1]

@@ -6,9 +6,9 @@
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python (ipt)
 #     language: python
-#     name: python3
+#     name: ipt
 # ---
 
 # %% [markdown]
@@ -27,7 +27,7 @@
 #   with the paper), `metrics.json`.
 
 # %%
-from ipt_utils import report, stage
+from ipt_utils import explore, report, stage
 
 # %% tags=["parameters"]
 profile = "ci-tiny"
@@ -55,6 +55,12 @@ tables = report.build_tables(inputs, cfg, ctx.stage_dir)
 # %%
 figures = report.build_figures(inputs, cfg, ctx.stage_dir)
 [(f.name, f.skipped or "built") for f in figures]
+
+# %% [markdown]
+# ## Tables and figures
+
+# %%
+explore.show_report(tables, figures)
 
 # %%
 metrics = report.write_summary(inputs, cfg, tables, figures, ctx.stage_dir)

@@ -15,5 +15,7 @@ $pip install --upgrade pip
 $pip install torch==2.13.0
 $pip install -c constraints-cpu.txt -e ".[cpu,dev]"
 $pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+# the notebooks' kernel ("Python (ipt)"), inside the venv: JupyterLab and papermill pick this interpreter
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name ipt --display-name "Python (ipt)" >/dev/null
 "$VENV/bin/python" -c "import torch, transformers, vllm, lm_eval, papermill; print('env ok: torch', torch.__version__, 'transformers', transformers.__version__)"
 echo "$want" > "$stamp"

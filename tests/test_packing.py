@@ -103,3 +103,54 @@ def test_pack_is_vectorised_at_scale():
     p = packing.pack(docs, 2048, BOS, EOS, PAD)
     assert time.perf_counter() - t < 1.0  # ~4M tokens
     assert int((p.input_ids == BOS).sum()) == 20_000 and int((p.input_ids == EOS).sum()) == 20_000
+
+
+def test_streamed_tokenize_and_pack_match_the_in_memory_path(tmp_path):
+    """Small chunks, on-disk caches and chunked packing give exactly the in-memory rows."""
+    from ipt_utils import assets
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join('{"text": "alpha beta gamma %d delta epsilon"}\n' % i for i in range(50)))
+    tok = assets.build_tiny_tokenizer(tmp_path / "tok", vocab_size=300, files=[str(corpus)])
+    rng = np.random.default_rng(0)
+    texts_a = [" ".join(f"alpha {int(x)} beta" for x in rng.integers(0, 99, rng.integers(0, 30)))
+               for _ in range(101)]
+    texts_b = [f"gamma {i} delta" * (i % 7 + 1) for i in range(37)]
+    mem_a, mem_b = packing.tokenize(tok, texts_a), packing.tokenize(tok, texts_b)
+    disk_a, hit = packing.cached_tokenize(tmp_path / "cache", "a", tok, lambda: iter(texts_a), chunk_docs=7)
+    assert not hit and isinstance(disk_a.tokens, np.memmap)  # memory-mapped from <cache>/a/tokens.bin
+    disk_b = packing.tokenize_to_disk(tok, iter(texts_b), tmp_path / "cache" / "b", batch_size=2, chunk_docs=5)
+    assert disk_a.tokens.tolist() == mem_a.tokens.tolist() and disk_a.offsets.tolist() == mem_a.offsets.tolist()
+    assert disk_b.tokens.tolist() == mem_b.tokens.tolist()
+    assert packing.cached_tokenize(tmp_path / "cache", "a", tok, lambda: 1 / 0)[1]  # hit: texts never read
+    src = rng.integers(0, 2, 300)
+    idx = np.where(src == 0, rng.integers(0, 101, 300), rng.integers(0, 37, 300))
+    g = packing.gather([mem_a, mem_b], src, idx)
+    assert all(g.doc(j).tolist() == (mem_a if src[j] == 0 else mem_b).doc(int(idx[j])).tolist() for j in range(300))
+    for n_rows in (90, 500):  # stream cut / stream padded at the end
+        ref = packing.pack(g, 32, BOS, EOS, PAD, n_rows=n_rows)
+        got = packing.pack_to_npy(tmp_path / f"rows{n_rows}.npy", [disk_a, disk_b], src, idx, 32, BOS, EOS, PAD,
+                                  n_rows=n_rows, chunk_docs=11)
+        assert np.array_equal(np.load(tmp_path / f"rows{n_rows}.npy"), ref.input_ids)
+        assert (got.n_real, got.n_docs, got.n_truncated) == (ref.n_real, ref.n_docs, ref.n_truncated)
+        assert got.efficiency == ref.efficiency
+
+
+def test_parallel_tokenization_keeps_order(tmp_path):
+    from ipt_utils import assets
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join('{"text": "one two three %d four"}\n' % i for i in range(30)))
+    tok = assets.build_tiny_tokenizer(tmp_path / "tok", vocab_size=300, files=[str(corpus)])
+    texts = [f"one {i} two {i * 7} three" for i in range(200)]
+    one = packing.tokenize(tok, texts, batch_size=8)
+    two = packing.tokenize_to_disk(tok, iter(texts), tmp_path / "p", batch_size=8, num_proc=2, chunk_docs=64)
+    assert two.tokens.tolist() == one.tokens.tolist() and two.offsets.tolist() == one.offsets.tolist()
+
+
+def test_position_ids_restart_at_every_document():
+    ids = np.array([[7, 8, 1, 5, 6, 2, 1, 9], [1, 5, 2, 1, 1, 3, 4, 0]])
+    assert packing.position_ids_for(ids, BOS).tolist() == [[0, 1, 0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 1, 2, 3]]
+    import torch
+
+    assert packing.position_ids_for(torch.from_numpy(ids), BOS).tolist() == packing.position_ids_for(ids, BOS).tolist()

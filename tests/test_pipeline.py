@@ -49,7 +49,7 @@ def test_stage_outputs_are_real(tiny_run):
     assert aug and all(r["text"] and r["raw_text"] in r["text"] for r in aug)
     m2 = io.read_json(out / "02_synthesize" / "metrics.json")
     assert m2["texts_in"] > 0
-    for arm in ("vanilla", "mix", "instruct"):
+    for arm in ("vanilla", "mix", "instruct", "continual"):  # continual starts from vanilla
         assert (work / "03_pretrain" / arm / "model" / "model.safetensors").exists(), arm
         assert (work / "04_instruct_tune" / arm / "model" / "model.safetensors").exists(), arm
     assert (out / "05_evaluate" / "summary.csv").exists()

@@ -58,7 +58,8 @@ def _setup(tmp_path, inputs, **over):
                    base_model="tiny", model=TINY, tokenizer="tiny", seq_len=64, train_tokens=8 * 512,
                    batch_tokens=512, micro_batch_size=4, learning_rate=3e-3, min_lr_ratio=0.1, warmup_ratio=0.25,
                    weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, grad_clip=1.0, save_steps=3, log_steps=1,
-                   gradient_checkpointing=False, num_proc=1, accelerate_config="")
+                   gradient_checkpointing=False, num_proc=1, accelerate_config="", arm_variants={},
+                   chunk_docs=16, doc_mask=False, attn_implementation="sdpa", compile=False)
     section.update(over)
     return ctx, validate(pretrain.Params, section, prefix="pretrain")
 
@@ -73,21 +74,22 @@ def test_params_cross_checks(tmp_path, inputs):
 def test_instruct_corpus_replaces_converted_texts_only(tmp_path, inputs):
     ctx, cfg = _setup(tmp_path, inputs)
     src = pretrain.source_texts(ctx, cfg)
-    raw, inst = src["raw"].texts(), src["instruct_corpus"].texts()
+    raw, inst = list(src["raw"].texts()), list(src["instruct_corpus"].texts())
     assert len(raw) == len(inst) == 120
-    for i, (r, t) in enumerate(zip(raw, inst)):
-        assert t.startswith("AUG ") == (i % 5 == 0)
-        if i % 5:
-            assert t == r
-    pairs = src["pairs"].texts()
+    # streamed: the unconverted raw texts in order, then the augmented texts
+    assert inst[:96] == [r for i, r in enumerate(raw) if i % 5]
+    assert inst[96:] == ["AUG " + raw[i] + "\n\nQ: why?\nA: because." for i in range(0, 120, 5)]
+    pairs = list(src["pairs"].texts())
     assert len(pairs) == 24 and all("Why is it so?" in p and "AUG" not in p for p in pairs)
-    tuning = src["tuning"].texts()
+    tuning = list(src["tuning"].texts())
     assert len(tuning) == 15 and all(t.strip() for t in tuning)
-    assert src["general"].texts()[0].endswith(".") and "?" in src["general"].texts()[0]
+    general = list(src["general"].texts())
+    assert general[0].endswith(".") and "?" in general[0] and len(general) == 40
+    assert general[0] == "{question} {response}".format(**json.loads(open(inputs[0]["gen"]).readline()))
 
 
 def test_recipes():
-    cfg = type("C", (), {"tuning_repeat": 4, "general_ratio": 0.5, "init": "scratch"})()
+    cfg = type("C", (), {"tuning_repeat": 4, "general_ratio": 0.5, "init": "scratch", "arm_variants": {}})()
     assert pretrain.arm_recipe(cfg, "vanilla") == {"pool": [("raw", 1)], "ratio": {}}
     assert pretrain.arm_recipe(cfg, "mix") == {"pool": [("raw", 1), ("tuning", 4)], "ratio": {}}
     assert pretrain.arm_recipe(cfg, "instruct") == {"pool": [("instruct_corpus", 1), ("tuning", 4)], "ratio": {}}
@@ -254,3 +256,106 @@ def test_every_profile_has_a_valid_pretrain_section():
             validate(pretrain.Params, section, source=path.name, prefix="pretrain")
         except SchemaError as e:  # shipped fixtures may not be generated yet in a fresh checkout
             assert all("does not exist" in msg for _, msg in e.problems), e
+
+
+def _doc_losses(model, batch):
+    """Per-target-token losses [rows, T-1] of a causal LM on a batch dict."""
+    import torch
+
+    with torch.no_grad():
+        # use_cache=False as in training: transformers reads packed documents off position_ids only
+        # when there is no cache and no 2-D attention mask
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+    lab = batch["labels"]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(),
+                                             reduction="none", ignore_index=-100).view(lab.shape[0], -1)
+
+
+def test_doc_mask_makes_a_document_independent_of_the_previous_one(tmp_path, inputs):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ctx, cfg = _setup(tmp_path, inputs, doc_mask=True)
+    tok = pretrain.load_tokenizer(ctx, "tiny")
+    assets.build_tiny_model(tmp_path / "m", assets.ModelShape(**TINY), tok, seed=3)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", attn_implementation="sdpa").eval()
+    rng = np.random.default_rng(0)
+    a1, a2, b = (rng.integers(10, 400, n).tolist() for n in (9, 9, 12))
+    rows = np.array([[1] + a1 + [2, 1] + b + [2], [1] + a2 + [2, 1] + b + [2]], dtype=np.int32)
+    start = len(a1) + 2  # position of B's <s>
+    for doc_mask, same in ((False, False), (True, True)):
+        batch = pretrain.pretrain_batches(rows, 2, 2, bos=1, pad=0, doc_mask=doc_mask)(0, 0, 1)[0]
+        assert ("position_ids" in batch) == doc_mask
+        loss = _doc_losses(model, batch)[:, start:]  # targets of B's tokens and its </s>
+        assert torch.allclose(loss[0], loss[1], atol=1e-5) == same, (doc_mask, loss[0] - loss[1])
+    # flash-attention layout (one flattened row of varlen documents), checked here with sdpa:
+    # the same per-token targets and losses as the unflattened micro-batch
+    flat = pretrain.pretrain_batches(rows, 2, 2, bos=1, pad=0, doc_mask=True, flatten=True)(0, 0, 1)[0]
+    assert flat["input_ids"].shape == (1, rows.size) and flat["labels"][0, rows.shape[1]] == -100
+    lf = _doc_losses(model, flat)[0]
+    lr = _doc_losses(model, batch)
+    keep = flat["labels"][0, 1:] != -100
+    assert torch.allclose(lf[keep], torch.cat([lr[0], torch.zeros(1), lr[1]])[keep], atol=1e-5)
+    # and training with it on runs end to end
+    m = pretrain.train_arm(ctx, cfg, pretrain.prepare_arm(ctx, cfg, "vanilla"))
+    assert m["tokens"] == cfg.train_tokens
+
+
+def test_arm_variants_read_another_augmented_corpus(tmp_path, inputs):
+    files, _ = inputs
+    other = tmp_path / "other_aug.jsonl"
+    rows = [json.loads(x) for x in open(files["aug"])]
+    other.write_text("".join(json.dumps({**r, "text": "RULE " + r["raw_text"], "pairs": [["Rule q?", "Rule a."]]})
+                             + "\n" for r in rows))
+    variants = {"instruct_rule": {"recipe": "instruct", "augmented": str(other)},
+                "pairs_1shot": {"recipe": "pairs_only", "augmented": "variant:one_shot"}}
+    ctx, cfg = _setup(tmp_path, inputs, arms=["instruct", "instruct_rule"], arm_variants=variants)
+    assert pretrain.arm_recipe(cfg, "instruct_rule") == pretrain.arm_recipe(cfg, "instruct")
+    assert pretrain.augmented_path(ctx, "variant:one_shot") == \
+        ctx.work_root / "02_synthesize" / "variants" / "one_shot" / "augmented.jsonl"
+    data = pretrain.prepare_data(ctx, cfg)
+    assert data["instruct_rule"].path != data["instruct"].path
+    tok = pretrain.load_tokenizer(ctx, "tiny")
+    text = {arm: tok.decode(np.asarray(data[arm].rows()).reshape(-1).tolist()) for arm in data}
+    assert "RULE " in text["instruct_rule"] and "AUG " not in text["instruct_rule"]
+    assert "AUG " in text["instruct"] and "RULE " not in text["instruct"]
+    with pytest.raises(FileNotFoundError, match="one_shot"):  # that variant was not synthesized
+        pretrain.prepare_arm(ctx, validate(pretrain.Params, {**_section(cfg), "arms": ["pairs_1shot"]}), "pairs_1shot")
+    with pytest.raises(Exception, match="arm_variants"):
+        _setup(tmp_path, inputs, arms=["instruct_nope"])
+    with pytest.raises(Exception, match="new identifier"):
+        _setup(tmp_path, inputs, arm_variants={"mix": {"recipe": "instruct", "augmented": ""}})
+
+
+def _section(cfg):
+    from dataclasses import asdict
+
+    return asdict(cfg)
+
+
+def test_continual_from_this_stages_vanilla_arm(tmp_path, inputs):
+    """ci-tiny's continual run: base_model stage:03_pretrain/vanilla, trained first in the same stage."""
+    from safetensors.torch import load_file
+
+    with pytest.raises(Exception, match="trained before"):
+        _setup(tmp_path, inputs, arms=["continual", "vanilla"], base_model="stage:03_pretrain/vanilla")
+    ctx, cfg = _setup(tmp_path, inputs, arms=["vanilla", "continual"], base_model="stage:03_pretrain/vanilla",
+                      train_tokens=2 * 512)
+    data = pretrain.prepare_data(ctx, cfg)  # before vanilla is trained: tokenizer = vanilla's (tiny)
+    assert data["continual"].tokenizer == "tiny"
+    c = data["continual"].source_tokens
+    assert set(c) == {"instruct_corpus", "general"} and abs(c["general"] / sum(c.values()) - 0.5) < 0.1
+    m = pretrain.train_arms(ctx, cfg, data)["arms"]
+    vanilla = load_file(ctx.work / "vanilla" / "model" / "model.safetensors")
+    tok = pretrain.load_tokenizer(ctx, "tiny")
+    start = pretrain.init_model(ctx, cfg, "continual", tok).state_dict()
+    assert all(np.allclose(start[k].numpy(), vanilla[k].numpy()) for k in vanilla)
+    assert m["continual"]["tokens"] == m["vanilla"]["tokens"] == 2 * 512  # equal budgets
+    # a retrained base invalidates the continual run's key
+    key = pretrain._arm_key(ctx, cfg, data["continual"])
+    (ctx.work / "vanilla" / "model" / "config.json").touch()
+    import os
+
+    st = (ctx.work / "vanilla" / "model" / "model.safetensors").stat()
+    os.utime(ctx.work / "vanilla" / "model" / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    assert pretrain._arm_key(ctx, cfg, data["continual"]) != key

@@ -8,7 +8,8 @@ from ipt_utils import cli
 from ipt_utils.profiles import SECTIONS, available_profiles, load_profile
 from ipt_utils.schema import SchemaError
 
-PROFILES = ["ci-tiny", "paper-500m", "paper-1.3b", "domain-biomed-llama3-8b", "domain-finance-llama3-8b"]
+PROFILES = ["ci-tiny", "paper-500m", "paper-1.3b", "domain-biomed-llama3-8b", "domain-finance-llama3-8b",
+            "ci-ablation", "paper-ablation-biomed"]
 
 
 def test_shipped_profiles_present():

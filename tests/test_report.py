@@ -165,3 +165,20 @@ def test_paper_numbers_file():
     assert pn.confidence.str.startswith(CONF).all()
     assert len(pn[pn.table == "table1"]) == 24
     assert set(pn[pn.table == "table1"].task) <= set(TASKS)
+
+
+def test_table4_reads_this_runs_ablation_arms(tmp_path):
+    """ci-ablation layout: arms instruct / pairs_only / rule_based / one_shot on every domain task
+    (a domain profile without an instruct arm uses continual as 'full')."""
+    domain = [n for n, t in TASKS.items() if t.domain != "general"]
+    for full in ("instruct", "continual"):
+        rd = tmp_path / full
+        for arm, v in ((full, 0.6), ("pairs_only", 0.5), ("rule_based", 0.55), ("one_shot", 0.45)):
+            fake_result(rd, f"pt-{arm}", arm, False, {t: v for t in domain})
+        inp = report.collect_inputs(rd, cfg())
+        t4 = report.table4(inp, cfg(), report.paper_numbers())
+        got = dict(zip(t4.df["setting"], t4.df["biomedicine (ours)"]))
+        assert got == {"Instruct PT (full)": "60.0", "w/o corpora (pairs only)": "50.0",
+                       "rule-based synthesis": "55.0", "1-shot synthesis (M=1)": "45.0"}, full
+        assert list(t4.df["finance (paper)"]) == ["74.7", "73.3", "73.1", "73.1"]
+        assert f"this run's {full} arm" in t4.notes[0] and "full minus one_shot = +15.0 pt" in t4.agreement

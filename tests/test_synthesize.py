@@ -182,7 +182,7 @@ def _cfg(**kw):
     base = dict(model="stage:01_synth_tune", corpus="x.jsonl", split="train", text_column="text",
                 domain="general", max_texts=0, num_shards=1, shard_index=0, rounds=3, max_new_tokens=16,
                 max_model_len=1000, backend="transformers", batch_size=4, tensor_parallel_size=1,
-                gpu_memory_utilization=0.9, enable_prefix_caching=True)
+                gpu_memory_utilization=0.9, enable_prefix_caching=True, variants=[])
     base.update(kw)
     return sy.Params(**base)
 

@@ -1,0 +1,207 @@
+"""Stage 02 at scale: sharded jobs + merge, the shard CLI, kill -9 and resume, hf streaming input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from ipt_utils import cli
+from ipt_utils import synthesize as sy
+
+from test_synthesize import FakeGen, WordTok, _cfg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _corpus(path, n=40):
+    recs = [{"id": f"t{i:03d}", "text": ("" if i % 13 == 5 else
+                                         ("nopair " if i % 7 == 3 else "") + f"w{i} about topic {i % 5} here")}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return recs
+
+
+def _job(work, stage_dir, cfg, tok, stamp="m"):
+    """What the notebook / `ipt_utils synthesize` do for one shard, with a fake engine."""
+    ctx = SimpleNamespace(work=work, stage_dir=stage_dir, seed=0, profile="p")
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    texts, data_stats = sy.load_texts(cfg)
+    engine = sy.Engine(lambda: FakeGen(tok), "fake", 4, model_stamp=stamp)
+    synths, info = sy.synthesize_shard(ctx, cfg, texts, engine, tok)
+    rows = sy.write_augmented(ctx, cfg, synths)
+    df = sy.write_stats(ctx, synths, rows, cfg)
+    metrics = sy.summarize(data_stats, synths, engine, info, df)
+    return ctx, engine, metrics
+
+
+def test_two_shards_merged_equal_one_shard(tmp_path):
+    _corpus(tmp_path / "c.jsonl")
+    tok = WordTok()
+    one = _cfg(corpus=str(tmp_path / "c.jsonl"), rounds=2)
+    ctx1, eng1, m1 = _job(tmp_path / "one", tmp_path / "one_stage", one, tok)
+    m1 = sy.finish_shard(ctx1, one, m1, eng1)
+    single = [json.loads(x) for x in (tmp_path / "one" / "augmented.jsonl").read_text().splitlines()]
+
+    work, stage_dir = tmp_path / "two", tmp_path / "two_stage"
+    shards = [_cfg(corpus=str(tmp_path / "c.jsonl"), rounds=2, num_shards=2, shard_index=i) for i in (0, 1)]
+    ctx, eng, m0 = _job(work, stage_dir, shards[0], tok)
+    assert sy.finish_shard(ctx, shards[0], m0, eng, merge=False) is m0
+    assert (work / "augmented-00000-of-00002.jsonl").exists() and not (stage_dir / "synthesis_stats.csv").exists()
+    with pytest.raises(sy.ShardsIncomplete, match=r"shard 00001-of-00002: missing"):
+        sy.merge_shards(ctx, shards[0], "m")
+    ctx, eng, m = _job(work, stage_dir, shards[1], tok)
+    merged = sy.finish_shard(ctx, shards[1], m, eng)  # the last shard merges
+
+    rows = [json.loads(x) for x in (work / "augmented.jsonl").read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(r["id"] for r in single)  # each text once
+    # shard 0's rows come first (deterministic order); chain ids are unique across shards
+    assert {r["id"] for r in rows[:m0["texts_synthesized"]]} <= {f"t{i:03d}" for i in range(0, 40, 2)}
+    assert all(r["chain_id"].split("-")[0] in ("0", "1") for r in rows)
+    # the fake synthesizer's pairs depend on the text alone, so each text's pairs match
+    assert {r["id"]: r["pairs"] for r in rows} == {r["id"]: r["pairs"] for r in single}
+    for k in ("texts_in", "records_read", "texts_skipped", "texts_synthesized", "pairs_total",
+              "texts_without_pairs", "items_total", "pairs_per_text", "tokens_per_pair", "parse_failure_rate"):
+        assert merged[k] == pytest.approx(m1[k]), k
+    assert merged["records_read"] == 40 and merged["texts_skipped"] == 3 and merged["shards"] == 2
+    assert sum(merged["mode_mix"].values()) == merged["texts_synthesized"]
+    import pandas as pd
+
+    stats = pd.read_csv(stage_dir / "synthesis_stats.csv")
+    assert len(stats) == len(rows) and sorted(stats["shard"].unique()) == [0, 1]
+    assert (stage_dir / "synthesis.png").exists()
+    # merging again is byte-identical
+    before = (work / "augmented.jsonl").read_bytes()
+    sy.merge_shards(ctx, shards[1], "m")
+    assert (work / "augmented.jsonl").read_bytes() == before
+    # a shard made with other params (or other weights) is refused as stale
+    assert "stale" in str(pytest.raises(sy.ShardsIncomplete, sy.merge_shards, ctx, shards[1], "other").value)
+    (work / "augmented-00001-of-00002.jsonl").write_text("{}\n")
+    with pytest.raises(sy.ShardsIncomplete, match=r"00001-of-00002: augmented-00001-of-00002.jsonl has 1 rows"):
+        sy.merge_shards(ctx, shards[1], "m")
+
+
+# ----------------------------------------------------------------------------- CLI + kill -9
+
+@pytest.fixture(scope="module")
+def cli_profile(tmp_path_factory):
+    """A profile whose synthesizer is a tokenizer dir; the engine is the test fake (env hook)."""
+    from ipt_utils import assets
+
+    d = tmp_path_factory.mktemp("cli")
+    recs = _corpus(d / "corpus.jsonl", n=48)
+    assets.build_tiny_tokenizer(d / "synth", vocab_size=300, files=(str(d / "corpus.jsonl"),))
+    prof = yaml.safe_load((REPO / "params" / "ci-tiny.yaml").read_text())
+    prof["synthesize"].update(model=str(d / "synth"), corpus=str(d / "corpus.jsonl"), max_texts=0, rounds=4,
+                              batch_size=4, max_new_tokens=32, max_model_len=512, backend="transformers")
+    prof["run"]["work_dir"] = ""
+    (d / "p.yaml").write_text(yaml.safe_dump(prof))
+    return d, recs
+
+
+def test_cli_shards_then_merge(cli_profile, monkeypatch, capsys):
+    d, recs = cli_profile
+    monkeypatch.setenv(sy.TEST_ENGINE_ENV, "0")
+    prof = str(d / "p.yaml")
+    out = d / "sharded"
+    assert cli.main(["synthesize", "--profile", prof, "--out", str(out), "--num-shards", "3", "--shard-index", "2"]) == 0
+    assert cli.main(["synth-merge", "--profile", prof, "--out", str(out), "--num-shards", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "shard 00000-of-00003: missing" in err and "shard 00001-of-00003: missing" in err and "00002" not in err
+    for i in (0, 1):
+        assert cli.main(["synthesize", "--profile", prof, "--out", str(out), "--num-shards", "3",
+                         "--shard-index", str(i)]) == 0
+    assert cli.main(["synth-merge", "--profile", prof, "--out", str(out), "--num-shards", "3"]) == 0
+    rows = [json.loads(x) for x in (out / "work/02_synthesize/augmented.jsonl").read_text().splitlines()]
+    want = sorted(r["id"] for r in recs if r["text"].strip())
+    assert sorted(r["id"] for r in rows) == want
+    m = json.loads((out / "02_synthesize/metrics.json").read_text())
+    assert m["texts_synthesized"] == len(want) and m["records_read"] == 48 and m["shards"] == 3
+    assert cli.main(["synthesize", "--profile", prof, "--out", str(out), "--num-shards", "3", "--shard-index", "3"]) == 2
+
+
+def _synth_cmd(prof, out):
+    return [sys.executable, "-m", "ipt_utils", "synthesize", "--profile", prof, "--out", str(out)]
+
+
+def test_kill_9_then_rerun_gives_identical_output(cli_profile, monkeypatch):
+    d, recs = cli_profile
+    prof = str(d / "p.yaml")
+    monkeypatch.setenv(sy.TEST_ENGINE_ENV, "0")
+    clean = d / "clean"
+    assert cli.main(["synthesize", "--profile", prof, "--out", str(clean)]) == 0
+
+    killed = d / "killed"
+    sdir = killed / "work/02_synthesize/shard-00000-of-00001"
+    env = {**os.environ, sy.TEST_ENGINE_ENV: "0.4"}  # 0.4 s per engine call: 3 calls per round
+    proc = subprocess.Popen(_synth_cmd(prof, killed), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 30
+        while not (sdir / "round-000.jsonl").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no round file within 30 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "work/02_synthesize/augmented.jsonl").exists()
+    assert not (sdir / "round-003.jsonl").exists()
+
+    rerun = subprocess.run(_synth_cmd(prof, killed), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    m = json.loads((killed / "02_synthesize/metrics.json").read_text())
+    assert m["rounds_resumed"] >= 1 and m["rounds_resumed"] + m["rounds_generated"] == 4
+    assert 0 < m["inherited_share"] < 1 and m["texts_without_pairs"] > 0  # chains form and break
+    got = (killed / "work/02_synthesize/augmented.jsonl").read_bytes()
+    assert got == (clean / "work/02_synthesize/augmented.jsonl").read_bytes()
+    ids = [json.loads(x)["id"] for x in got.decode().splitlines()]
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(r["id"] for r in recs if r["text"].strip())
+    assert (killed / "02_synthesize/synthesis_stats.csv").read_bytes() == \
+        (clean / "02_synthesize/synthesis_stats.csv").read_bytes()
+    assert not list(sdir.glob(".*.tmp"))  # no half-written file left behind
+
+
+def test_hf_dataset_input_is_streamed(tmp_path, monkeypatch):
+    """The hf: code path (datasets.load_dataset(..., streaming=True)) on a local dataset dir."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "train.jsonl").write_text(
+        "".join(json.dumps({"body": t}) + "\n" for t in ["alpha", " ", "beta <s> x", "gamma"]))
+    import datasets
+
+    calls = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(k) or real(*a, **k))
+    texts, st = sy.load_texts(_cfg(corpus=f"hf:{tmp_path / 'ds'}", text_column="body", split="train",
+                                   num_shards=1, max_texts=3))
+    assert calls == [{"split": "train", "streaming": True}]
+    assert [t.text for t in texts] == ["alpha", "beta \u2039s> x"]
+    assert st == {"records_read": 3, "texts_in": 3, "texts_skipped_empty": 1, "texts_neutralised": 1}
+
+
+def test_bench_runs_on_a_fresh_clone(tmp_path):
+    """bench/bench_synthesize.py with its own random-init tiny model (smoke: tiny sizes)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_synthesize", REPO / "bench" / "bench_synthesize.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--model", "random", "--texts", "4", "--parts", "naive,batched,templify", "--repeats", "2",
+                       "--max-new-tokens", "4", "--batch-size", "4", "--templify-seconds", "0.05",
+                       "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("synthesize_cpu_*.json")
+    res = json.loads(path.read_text())
+    assert set(res["backends"]) == {"naive", "batched@4"} and res["model"] == "random-init tiny"
+    assert res["backends"]["naive"]["engine_calls_per_repeat"] == 4 and res["backends"]["batched@4"]["texts"] == 4
+    assert res["speedup_vs_naive"]["naive"] == 1.0 and res["templify"]["texts_per_s"] > 0
+    assert {"cpu_model", "cpu_count", "torch", "transformers"} <= set(res["hardware"]) and res["command"]
