@@ -262,7 +262,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import assets, io, packing
-    from .pretrain import OptimConfig, make_accelerator, save_final, train_loop, write_loss_csv
+    from .pretrain import OptimConfig, finished_arm, make_accelerator, save_final, train_loop, write_loss_csv
 
     arm_dir = ctx.work / arm
     src = assets.resolve_model(ctx, f"stage:03_pretrain/{arm}")
@@ -271,11 +271,9 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
     key = packing.cache_key(params, arm, ctx.seed, ctx.run.device, ctx.run.dtype,
                             weights if weights.exists() else src)
     done = arm_dir / "done.json"
-    if done.exists() and (arm_dir / "model" / "config.json").exists():
-        prev = io.read_json(done)
-        if prev.get("key") == key:  # finished earlier: restore its loss log, do not retune
-            write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", prev.get("log", []))
-            return prev["result"]
+    prev = finished_arm(ctx, arm, arm_dir, key)
+    if prev:  # finished earlier: its loss log is restored, do not retune
+        return prev["result"]
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(src)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.bos_token_id

@@ -783,11 +783,9 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
     arm_dir = ctx.work / arm
     done = arm_dir / "done.json"
     run_key = _arm_key(ctx, cfg, data)
-    if done.exists() and (arm_dir / "model" / "config.json").exists():
-        prev = io.read_json(done)
-        if prev.get("key") == run_key:  # finished earlier: restore its loss log, do not retrain
-            write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", prev.get("log", []))
-            return prev["metrics"]
+    prev = finished_arm(ctx, arm, arm_dir, run_key)
+    if prev:  # finished earlier: its loss log is restored, do not retrain
+        return prev["metrics"]
     t0 = time.time()
     tok = load_tokenizer(ctx, data.tokenizer)
     bos, eos, pad = special_ids(tok)
@@ -840,6 +838,21 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
 
 
 RUN_ONLY_KEYS = ("arms", "arm_variants", "num_proc", "chunk_docs", "accelerate_config", "log_steps", "save_steps")
+
+
+def finished_arm(ctx, arm: str, arm_dir: Path, key: str) -> dict | None:
+    """The done.json of an arm trained earlier with the same key (its loss log is restored
+    into the stage dir), or None when the arm must be (re)trained."""
+    from . import io
+
+    done = arm_dir / "done.json"
+    if not (done.exists() and (arm_dir / "model" / "config.json").exists()):
+        return None
+    prev = io.read_json(done)
+    if prev.get("key") != key:
+        return None
+    write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", prev.get("log", []))
+    return prev
 
 
 def _arm_key(ctx, cfg: Params, data: ArmData) -> str:
