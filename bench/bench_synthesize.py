@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 from ipt_utils import assets  # noqa: E402
 from ipt_utils import synthesize as sy  # noqa: E402
 
-TRAINED = Path("/tmp/full/work/01_synth_tune/model")
+# the tuned synthesizer that `make run` leaves (ci-tiny profile, default run dir)
+TRAINED = ROOT / "results" / "runs" / "ci-tiny" / "work" / "01_synth_tune" / "model"
 SHAPES = {
     "tiny": dict(hidden_size=128, intermediate_size=384, num_layers=2, num_heads=4, num_kv_heads=2,
                  max_position_embeddings=2048, vocab_size=0),
