@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,24 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ipt_utils import assets, packing, pretrain  # noqa: E402
+from ipt_utils.hardware import describe  # noqa: E402
 
 TINY = dict(hidden_size=64, intermediate_size=256, num_layers=2, num_heads=2, num_kv_heads=2,
             max_position_embeddings=512, vocab_size=0)
 
 
 def hardware() -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
-    try:
-        info["loadavg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    if info["cuda"]:
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
+    return describe()
 
 
 def profile_shape(name: str) -> tuple[assets.ModelShape, int, str]:

