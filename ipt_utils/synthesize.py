@@ -364,9 +364,12 @@ class TransformersEngine:
         """`model_path`: a directory / hub name, or an already built model (benchmarks)."""
         from transformers import AutoModelForCausalLM
 
+        from .attention import use_grouped
+
         model = model_path if hasattr(model_path, "generate") else AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
         self.model = model.to(device).eval()
+        self.grouped_attention = use_grouped(self.model, device)  # CPU: no per-step KV-head copy
         self.tokenizer = tokenizer
         self.device = device
         self.max_new_tokens = cfg.max_new_tokens

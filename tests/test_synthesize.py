@@ -337,6 +337,32 @@ def test_transformers_batched_equals_one_at_a_time(tiny_synth):
     assert all(o.n_tokens <= 24 for o in batched)
 
 
+def test_grouped_attention_matches_stock_sdpa_on_padded_batch(tiny_synth):
+    """The CPU engine swaps in ipt_utils.attention (no KV-head copy); same logits and tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ipt_utils import attention
+
+    path, tok, prompts = tiny_synth
+    eng = sy.TransformersEngine(path, tok, _cfg(max_new_tokens=24), "cpu", torch.float32)
+    assert eng.grouped_attention and eng.model.config._attn_implementation == attention.NAME
+    ref = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert ref.config._attn_implementation == "sdpa"
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.inference_mode():
+        a = eng.model(input_ids=ids, attention_mask=mask).logits
+        b = ref(input_ids=ids, attention_mask=mask).logits
+        real = mask.bool()
+        torch.testing.assert_close(a[real], b[real], rtol=1e-4, atol=1e-4)
+        kw = dict(attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=0)
+        assert torch.equal(eng.model.generate(ids, **kw), ref.generate(ids, **kw))
+    # on CUDA the stock sdpa is kept (a mask plus enable_gqa falls back to the math kernel there)
+    assert not attention.use_grouped(ref, "cuda") and ref.config._attn_implementation == "sdpa"
+
+
 def test_vllm_backend_on_tiny_model(tiny_synth):
     ok, why = sy.vllm_available()
     if not ok:
