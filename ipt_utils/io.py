@@ -80,3 +80,55 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     return list(iter_jsonl(path))
+
+
+def write_parquet(path: str | Path, rows: Iterable[dict], schema, batch_rows: int = 8192) -> int:
+    """Stream `rows` into a Parquet file with `schema` (a pyarrow.Schema), one row group per
+    `batch_rows`, written atomically like every other result file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n, batch = 0, []
+    with atomic_open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+        for row in rows:
+            batch.append(row)
+            if len(batch) == batch_rows:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                n, batch = n + len(batch), []
+        if batch or not n:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            n += len(batch)
+    return n
+
+
+def iter_local_records(path: str | Path, text_column: str = "text") -> Iterator[tuple[str, dict]]:
+    """(location, record) for every record of a local corpus file, streamed: .jsonl (one JSON
+    object per line), .parquet (row groups), .txt/.text (one text per line, as `text_column`).
+    Invalid UTF-8 / JSON raises ValueError naming the file and line."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches():
+            for rec in batch.to_pylist():
+                yield f"{path}#{n}", rec
+                n += 1
+    elif path.suffix in (".txt", ".text"):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+                yield f"{path}:{lineno}", {text_column: line.rstrip("\n")}
+    else:
+        for lineno, rec in enumerate(iter_jsonl(path), 1):
+            yield f"{path}:{lineno}", rec
+
+
+def record_id(rec: dict, index: int) -> str:
+    """The id linking a raw record to its augmented row (stage 02 -> 03): its `id` field, else
+    its 0-based position in the corpus stream (the same corpus gives the same positions)."""
+    rid = rec.get("id")
+    return str(rid) if rid is not None else str(index)

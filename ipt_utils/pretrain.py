@@ -94,7 +94,8 @@ class Params:
     arms: list[str] = spec(help="data arms to pre-train, in order: built-in ARMS or keys of arm_variants")
     arm_variants: dict[str, ArmVariant] = spec(help="extra arm name -> {recipe, augmented} "
                                                     "(e.g. instruct_1shot: {recipe: instruct, augmented: variant:one_shot})")
-    raw_corpus: str = spec(kind="source", help="JSONL {id, domain, text} or hf:NAME")
+    raw_corpus: str = spec(kind="source", help="local .jsonl/.parquet/.txt {id, domain, text} or hf:NAME "
+                                                 "(no id field: a record's position is its id)")
     synth_collection: str = spec(kind="source", help="synthesizer-tuning data {context, QA_list} (mix/instruct)")
     general_instructions: str = spec(kind="source", help="{question, response} rows mixed into base-model arms")
     tuning_repeat: int = spec(ge=0, help="times the tuning data appears in the mix/instruct pool (paper: 4)")
@@ -159,7 +160,7 @@ class Params:
 # =========================================================================== sources
 
 def _rows(source: str, split: str = "train"):
-    """Rows of a local JSONL file or a hub dataset (`hf:NAME` = all configs, or `hf:NAME:CONFIG`)."""
+    """Rows of a local .jsonl/.parquet/.txt file or a hub dataset (`hf:NAME` = all configs, or `hf:NAME:CONFIG`)."""
     from . import io
 
     if source.startswith(HUB_PREFIX):
@@ -171,7 +172,7 @@ def _rows(source: str, split: str = "train"):
         for c in configs:
             yield from datasets.load_dataset(name, c, split=split)
     else:
-        yield from io.iter_jsonl(resolve_path(source))
+        yield from (rec for _, rec in io.iter_local_records(resolve_path(source)))
 
 
 def _text_of(row: dict) -> str:
@@ -270,7 +271,7 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
         converted = {str(r["id"]) for r in aug_rows()}
         replaced = 0
         for i, r in enumerate(_rows(cfg.raw_corpus)):
-            if str(r.get("id", i)) in converted:
+            if io.record_id(r, i) in converted:
                 replaced += 1
             else:
                 yield _text_of(r)

@@ -101,11 +101,9 @@ def _iter_records(cfg: Params):
             for i, rec in enumerate(load_dataset(name, config, split="train", streaming=True)):
                 yield f"{name}/{config}#{i}", {**rec, "rc_name": rec.get("rc_name") or config}
     else:
-        from .io import iter_jsonl
+        from .io import iter_local_records
 
-        path = resolve_path(cfg.data)
-        for i, rec in enumerate(iter_jsonl(path), 1):
-            yield f"{path}:{i}", rec
+        yield from iter_local_records(resolve_path(cfg.data))
 
 
 def split_examples(examples: list[Example], cfg: Params, seed: int):

@@ -7,7 +7,8 @@ Steps (one call each from the notebook):
   synthesize_shard  multi-round (M-shot) synthesis; each finished round of the shard is
                   written atomically to <work>/shard-i-of-n/round-r.jsonl and a rerun
                   skips finished rounds (greedy decoding -> identical output)
-  write_augmented templify chains -> <work>/augmented.jsonl (CONTRACTS.md row schema)
+  write_augmented templify chains -> <work>/augmented.jsonl (CONTRACTS.md row schema) and
+                  its typed Parquet twin augmented.parquet
   write_stats / plot_stats / summarize   synthesis_stats.csv, figure, metrics
 
 Multi-round rule: the shard's N texts are split into M contiguous rounds; text j of
@@ -109,33 +110,15 @@ def iter_records(cfg: Params) -> Iterator[tuple[str, dict]]:
         for i, rec in enumerate(load_dataset(name, split=cfg.split, streaming=True)):
             yield f"{name}[{cfg.split}]#{i}", rec
         return
-    path = resolve_path(cfg.corpus)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    from .io import iter_local_records
 
-        n = 0
-        for batch in pq.ParquetFile(path).iter_batches():
-            for rec in batch.to_pylist():
-                yield f"{path}#{n}", rec
-                n += 1
-    elif path.suffix in (".txt", ".text"):
-        with open(path, "rb") as f:  # one text per line
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
-                yield f"{path}:{lineno}", {cfg.text_column: line.rstrip("\n")}
-    else:
-        from .io import iter_jsonl
-
-        for lineno, rec in enumerate(iter_jsonl(path), 1):
-            yield f"{path}#{lineno}", rec
+    yield from iter_local_records(resolve_path(cfg.corpus), cfg.text_column)
 
 
 def load_texts(cfg: Params) -> tuple[list[RawText], dict]:
     """This shard's texts. Empty/whitespace texts are skipped, markup neutralised; both counted."""
     from .format import neutralise
+    from .io import record_id
 
     texts: list[RawText] = []
     stats = {"records_read": 0, "texts_in": 0, "texts_skipped_empty": 0, "texts_neutralised": 0}
@@ -154,9 +137,7 @@ def load_texts(cfg: Params) -> tuple[list[RawText], dict]:
             continue
         text, changed = neutralise(text.strip())
         stats["texts_neutralised"] += changed
-        rid = rec.get("id")
-        texts.append(RawText(str(rid) if rid is not None else where, str(rec.get("domain") or cfg.domain),
-                             text, changed))
+        texts.append(RawText(record_id(rec, k), str(rec.get("domain") or cfg.domain), text, changed))
     return texts, stats
 
 
@@ -620,11 +601,38 @@ def build_rows(synths: Sequence[Synth], seed: int) -> list[dict]:
 
 
 def write_augmented(ctx, cfg: Params, synths: Sequence[Synth]) -> list[dict]:
+    """<work>/augmented.jsonl (what stage 03 reads) and, for a whole corpus, its Parquet twin;
+    a shard of several writes JSONL only (synth-merge writes the merged Parquet)."""
     from . import io
 
     rows = build_rows(synths, ctx.seed)
-    io.write_jsonl(augmented_path(ctx.work, cfg), rows)
+    path = augmented_path(ctx.work, cfg)
+    io.write_jsonl(path, rows)
+    if cfg.num_shards == 1:
+        write_parquet_twin(path, rows)
     return rows
+
+
+def augmented_schema():
+    """Typed Parquet schema of the augmented rows: pairs as (instruction, response) structs."""
+    import pyarrow as pa
+
+    pair = pa.struct([("instruction", pa.string()), ("response", pa.string())])
+    return pa.schema([("id", pa.string()), ("domain", pa.string()), ("text", pa.string()),
+                      ("raw_text", pa.string()), ("pairs", pa.list_(pair)), ("chain_id", pa.string()),
+                      ("inherited", pa.bool_()), ("mode", pa.string()), ("layout", pa.string())])
+
+
+def write_parquet_twin(jsonl: Path, rows=None) -> Path:
+    """<stem>.parquet beside an augmented JSONL, for `datasets.load_dataset("parquet")` and
+    pandas users; streamed from the JSONL when `rows` is not given."""
+    from . import io
+
+    source = rows if rows is not None else io.iter_jsonl(jsonl)
+    typed = ({**r, "pairs": [{"instruction": q, "response": a} for q, a in r["pairs"]]} for r in source)
+    out = Path(jsonl).with_suffix(".parquet")
+    io.write_parquet(out, typed, augmented_schema())
+    return out
 
 
 def stats_frame(synths: Sequence[Synth], rows: Sequence[dict]):
@@ -919,6 +927,7 @@ def merge_shards(ctx, cfg: Params, model_stamp: str) -> dict:
         for c in shards:
             with open(augmented_path(ctx.work, c), "rb") as f:
                 shutil.copyfileobj(f, out)
+    write_parquet_twin(Path(ctx.work) / "augmented.jsonl")
     frames = [pd.read_csv(shard_dir(ctx.work, c) / "synthesis_stats.csv").assign(shard=c.shard_index)
               for c in shards]
     df = pd.concat(frames, ignore_index=True)

@@ -40,6 +40,16 @@ def _job(work, stage_dir, cfg, tok, stamp="m"):
     return ctx, engine, metrics
 
 
+def _assert_parquet_twin(jsonl, rows):
+    """<stem>.parquet loads with `datasets` and equals the JSONL rows (pairs as structs)."""
+    from datasets import load_dataset
+
+    ds = load_dataset("parquet", data_files=str(jsonl.with_suffix(".parquet")), split="train")
+    assert ds.num_rows == len(rows) and ds.column_names == list(rows[0])
+    got = [{**r, "pairs": [[p["instruction"], p["response"]] for p in r["pairs"]]} for r in ds]
+    assert got == rows and any(r["pairs"] for r in rows)
+
+
 def test_two_shards_merged_equal_one_shard(tmp_path):
     _corpus(tmp_path / "c.jsonl")
     tok = WordTok()
@@ -76,6 +86,10 @@ def test_two_shards_merged_equal_one_shard(tmp_path):
     stats = pd.read_csv(stage_dir / "synthesis_stats.csv")
     assert len(stats) == len(rows) and sorted(stats["shard"].unique()) == [0, 1]
     assert (stage_dir / "synthesis.png").exists()
+    # the typed Parquet twins (merged and single-shard) hold the same rows; shards have none
+    assert not list(work.glob("augmented-*.parquet"))
+    for jsonl, want in ((work / "augmented.jsonl", rows), (tmp_path / "one" / "augmented.jsonl", single)):
+        _assert_parquet_twin(jsonl, want)
     # merging again is byte-identical
     before = (work / "augmented.jsonl").read_bytes()
     sy.merge_shards(ctx, shards[1], "m")
