@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     cfg = synthesize.Params(model="stage:01_synth_tune", corpus=args.corpus, split="train", text_column="text",
-                            domain="general", max_texts=0, num_shards=1, shard_index=0, rounds=args.rounds,
+                            domain="general", max_texts=0, num_shards=1, shard_index=0, shard_by="records", rounds=args.rounds,
                             max_new_tokens=400, max_model_len=4096, backend="rule_based", batch_size=256,
                             tensor_parallel_size=1, gpu_memory_utilization=0.9, enable_prefix_caching=False,
                             variants=[])

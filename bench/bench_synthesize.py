@@ -91,7 +91,7 @@ def load_texts(n: int) -> list[sy.RawText]:
 
 def cfg_for(args, backend: str, batch_size: int) -> sy.Params:
     return sy.Params(model="bench", corpus="bench", split="train", text_column="text", domain="general",
-                     max_texts=0, num_shards=1, shard_index=0, rounds=args.rounds,
+                     max_texts=0, num_shards=1, shard_index=0, shard_by="records", rounds=args.rounds,
                      max_new_tokens=args.max_new_tokens, max_model_len=args.max_model_len, backend=backend,
                      batch_size=batch_size, tensor_parallel_size=1, gpu_memory_utilization=0.9,
                      enable_prefix_caching=False, **({"variants": []} if "variants" in sy.Params.__dataclass_fields__ else {}))

@@ -127,8 +127,12 @@ def iter_local_records(path: str | Path, text_column: str = "text") -> Iterator[
             yield f"{path}:{lineno}", rec
 
 
-def record_id(rec: dict, index: int) -> str:
+def record_id(rec: dict, text: str) -> str:
     """The id linking a raw record to its augmented row (stage 02 -> 03): its `id` field, else
-    its 0-based position in the corpus stream (the same corpus gives the same positions)."""
+    `sha1:` + a hash of its raw text, which does not depend on how the corpus was read or sharded."""
     rid = rec.get("id")
-    return str(rid) if rid is not None else str(index)
+    if rid is not None:
+        return str(rid)
+    import hashlib
+
+    return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]

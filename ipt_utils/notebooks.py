@@ -22,7 +22,9 @@ def pairs(nb_dir: Path = NB_DIR) -> list[tuple[Path, Path]]:
 
 
 def sync(nb_dir: Path = NB_DIR) -> list[Path]:
+    """Regenerate the .ipynb whose .py changed; unchanged cells keep their ids (small diffs)."""
     import jupytext
+    import nbformat
 
     written = []
     for py, ipynb in pairs(nb_dir):
@@ -30,6 +32,15 @@ def sync(nb_dir: Path = NB_DIR) -> list[Path]:
         for c in nb.cells:
             if c.cell_type == "code":
                 c.outputs, c.execution_count = [], None
+        if ipynb.exists():
+            old = nbformat.read(ipynb, as_version=4)
+            clean = not any(c.get("outputs") or c.get("execution_count") for c in old.cells)
+            if clean and _cells(old) == _cells(nb):
+                continue
+            ids = {cell: c.get("id") for cell, c in zip(_cells(old), old.cells)}
+            for cell, c in zip(_cells(nb), nb.cells):
+                if ids.get(cell):
+                    c["id"] = ids[cell]
         jupytext.write(nb, ipynb, fmt="ipynb")
         written.append(ipynb)
     return written

@@ -95,7 +95,7 @@ class Params:
     arm_variants: dict[str, ArmVariant] = spec(help="extra arm name -> {recipe, augmented} "
                                                     "(e.g. instruct_1shot: {recipe: instruct, augmented: variant:one_shot})")
     raw_corpus: str = spec(kind="source", help="local .jsonl/.parquet/.txt {id, domain, text} or hf:NAME "
-                                                 "(no id field: a record's position is its id)")
+                                                 "(no id field: a hash of its text is its id, io.record_id)")
     synth_collection: str = spec(kind="source", help="synthesizer-tuning data {context, QA_list} (mix/instruct)")
     general_instructions: str = spec(kind="source", help="{question, response} rows mixed into base-model arms")
     tuning_repeat: int = spec(ge=0, help="times the tuning data appears in the mix/instruct pool (paper: 4)")
@@ -270,8 +270,8 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
     def instruct_corpus():
         converted = {str(r["id"]) for r in aug_rows()}
         replaced = 0
-        for i, r in enumerate(_rows(cfg.raw_corpus)):
-            if io.record_id(r, i) in converted:
+        for r in _rows(cfg.raw_corpus):
+            if io.record_id(r, _text_of(r)) in converted:
                 replaced += 1
             else:
                 yield _text_of(r)

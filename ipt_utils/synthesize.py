@@ -40,6 +40,7 @@ from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
 
 BACKENDS = ("auto", "vllm", "transformers", "rule_based")
+SHARD_BY = ("records", "files")
 
 
 @dataclass
@@ -61,7 +62,11 @@ class Params:
     domain: str = spec(help="domain label for records without a 'domain' field")
     max_texts: int = spec(ge=0, help="records read from the corpus before sharding; 0 = all")
     num_shards: int = spec(ge=1, help="split the corpus over this many independent jobs")
-    shard_index: int = spec(ge=0, help="which shard this job synthesizes (record k -> k % num_shards)")
+    shard_index: int = spec(ge=0, help="which shard this job synthesizes")
+    shard_by: str = spec(choices=SHARD_BY, help="records: record k -> shard k % num_shards (every job "
+                                                "reads the corpus up to max_texts); files: an hf: dataset's "
+                                                "data files are split between the jobs (each reads only its "
+                                                "own files, at most ceil(max_texts / num_shards) records)")
     rounds: int = spec(ge=1, help="M: contiguous rounds, M-shot history (2 general, 3 domain)")
     max_new_tokens: int = spec(ge=1)
     max_model_len: int = spec(ge=64, help="prompt + generation token limit")
@@ -81,6 +86,9 @@ class Params:
         bad = [n for n in names if not n.isidentifier()]
         if bad or len(set(names)) != len(names):
             raise ValueError(f"variant names must be distinct identifiers, got {names}")
+        if self.shard_by == "files" and not self.corpus.startswith(HUB_PREFIX):
+            raise ValueError(f"shard_by: files needs an hf: corpus (a hub dataset or a local dataset "
+                             f"directory of data files), got {self.corpus!r}")
         if self.max_new_tokens >= self.max_model_len:
             raise ValueError(f"max_new_tokens {self.max_new_tokens} must be < max_model_len "
                              f"{self.max_model_len}")
@@ -102,13 +110,22 @@ class RawText:
 
 
 def iter_records(cfg: Params) -> Iterator[tuple[str, dict]]:
-    """(location, record) for every raw record; invalid UTF-8 raises with file:line."""
+    """(location, record) for every raw record this job reads (the whole corpus, or with
+    shard_by files only this shard's data files); invalid UTF-8 raises with file:line."""
     if cfg.corpus.startswith(HUB_PREFIX):
         from datasets import load_dataset
 
         name = cfg.corpus[len(HUB_PREFIX):]
-        for i, rec in enumerate(load_dataset(name, split=cfg.split, streaming=True)):
-            yield f"{name}[{cfg.split}]#{i}", rec
+        ds = load_dataset(name, split=cfg.split, streaming=True)
+        where = f"{name}[{cfg.split}]"
+        if cfg.shard_by == "files":
+            if ds.num_shards < cfg.num_shards:
+                raise ValueError(f"{where}: shard_by files needs at least num_shards={cfg.num_shards} data "
+                                 f"files, the dataset has {ds.num_shards}; use shard_by: records")
+            ds = ds.shard(num_shards=cfg.num_shards, index=cfg.shard_index)
+            where += f" shard {shard_name(cfg.shard_index, cfg.num_shards)}"
+        for i, rec in enumerate(ds):
+            yield f"{where}#{i}", rec
         return
     from .io import iter_local_records
 
@@ -116,28 +133,33 @@ def iter_records(cfg: Params) -> Iterator[tuple[str, dict]]:
 
 
 def load_texts(cfg: Params) -> tuple[list[RawText], dict]:
-    """This shard's texts. Empty/whitespace texts are skipped, markup neutralised; both counted."""
+    """This shard's texts. Empty/whitespace texts are skipped, markup neutralised; both counted.
+    A record's id is its `id` field, else a hash of its text (io.record_id), so stage 03 finds
+    it in the raw corpus however the corpus was sharded."""
     from .format import neutralise
     from .io import record_id
 
+    by_files = cfg.shard_by == "files"
+    limit = -(-cfg.max_texts // cfg.num_shards) if by_files else cfg.max_texts
     texts: list[RawText] = []
-    stats = {"records_read": 0, "texts_in": 0, "texts_skipped_empty": 0, "texts_neutralised": 0}
+    stats = {"records_read": 0, "texts_in": 0, "texts_skipped_empty": 0, "texts_neutralised": 0,
+             "shard_by": cfg.shard_by}
     for k, (where, rec) in enumerate(iter_records(cfg)):
-        if cfg.max_texts and k >= cfg.max_texts:
+        if limit and k >= limit:
             break
         stats["records_read"] += 1
-        if k % cfg.num_shards != cfg.shard_index:
+        if not by_files and k % cfg.num_shards != cfg.shard_index:
             continue
         stats["texts_in"] += 1
         if cfg.text_column not in rec:
             raise ValueError(f"{where}: no field {cfg.text_column!r} (fields: {sorted(rec)})")
-        text = rec[cfg.text_column]
-        if not isinstance(text, str) or not text.strip():
+        raw = rec[cfg.text_column]
+        if not isinstance(raw, str) or not raw.strip():
             stats["texts_skipped_empty"] += 1
             continue
-        text, changed = neutralise(text.strip())
+        text, changed = neutralise(raw.strip())
         stats["texts_neutralised"] += changed
-        texts.append(RawText(record_id(rec, k), str(rec.get("domain") or cfg.domain), text, changed))
+        texts.append(RawText(record_id(rec, raw), str(rec.get("domain") or cfg.domain), text, changed))
     return texts, stats
 
 
@@ -536,7 +558,7 @@ def augmented_path(work: Path, cfg: Params) -> Path:
 
 def fingerprint(cfg: Params, texts: Sequence[RawText], model_stamp: str = "") -> str:
     keys = ("model", "corpus", "split", "text_column", "domain", "max_texts", "num_shards",
-            "shard_index", "rounds", "max_new_tokens", "max_model_len")
+            "shard_index", "shard_by", "rounds", "max_new_tokens", "max_model_len")
     h = hashlib.sha256(json.dumps({**{k: getattr(cfg, k) for k in keys}, "weights": model_stamp},
                                   sort_keys=True).encode())
     for t in texts:
@@ -882,7 +904,11 @@ def merge_metrics(shard_metrics: Sequence[dict]) -> dict:
     from collections import Counter
 
     m = {k: sum(s.get(k, 0) for s in shard_metrics) for k in SUM_KEYS}
-    m["records_read"] = max(s.get("records_read", 0) for s in shard_metrics)  # every shard reads them all
+    # shard_by records: every shard reads the same records; files: each reads its own
+    reads = [s.get("records_read", 0) for s in shard_metrics]
+    by_files = any(s.get("shard_by") == "files" for s in shard_metrics)
+    m["records_read"] = sum(reads) if by_files else max(reads)
+    m["shard_by"] = "files" if by_files else "records"
     n, pairs, items = m["texts_synthesized"], m["pairs_total"], m["items_total"]
     gen_s = sum(s.get("generate_s", 0.0) for s in shard_metrics)
     mix = {k: dict(sum((Counter(s.get(k, {})) for s in shard_metrics), Counter())) for k in ("mode_mix", "layout_mix")}

@@ -41,6 +41,7 @@ domain = "general"
 max_texts = 96
 num_shards = 1
 shard_index = 0
+shard_by = "records"
 rounds = 2
 max_new_tokens = 96
 max_model_len = 1024

@@ -16,7 +16,7 @@ def synthesized(tmp_path):
     texts = _texts(["w0", "nopair1"] + [f"w{i}" for i in range(2, 11)])
     # the settings synthesize_shard / write_augmented read (the stage's Params has more)
     cfg = SimpleNamespace(model="m", corpus="c.jsonl", split="train", text_column="text", domain="general",
-                          max_texts=0, num_shards=1, shard_index=0, rounds=3, max_new_tokens=16,
+                          max_texts=0, num_shards=1, shard_index=0, shard_by="records", rounds=3, max_new_tokens=16,
                           max_model_len=1000, budget=984)
     ctx = SimpleNamespace(work=tmp_path / "02_synthesize", seed=0)
     synths, _ = sy.synthesize_shard(ctx, cfg, texts, sy.Engine(lambda: gen, "fake", 64), tok)

@@ -89,7 +89,7 @@ def test_instruct_corpus_replaces_converted_texts_only(tmp_path, inputs):
 
 
 def test_id_less_parquet_corpus_links_stage_02_to_03(tmp_path, inputs):
-    """A corpus without an `id` field (Parquet here): 02's row ids are record positions, and the
+    """A corpus without an `id` field (Parquet here): 02's row ids hash the raw text, and the
     instruct arm replaces exactly those records (none left over, no error)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -99,17 +99,19 @@ def test_id_less_parquet_corpus_links_stage_02_to_03(tmp_path, inputs):
     raw = [{"text": r["text"] if i != 3 else "   "} for i, r in enumerate(io.read_jsonl(inputs[0]["raw"]))]
     pq.write_table(pa.Table.from_pylist(raw), tmp_path / "raw.parquet", row_group_size=16)
     scfg = sy.Params(model="stage:01_synth_tune", corpus=str(tmp_path / "raw.parquet"), split="train",
-                     text_column="text", domain="general", max_texts=0, num_shards=1, shard_index=0, rounds=2,
+                     text_column="text", domain="general", max_texts=0, num_shards=1, shard_index=0, shard_by="records", rounds=2,
                      max_new_tokens=16, max_model_len=1000, backend="transformers", batch_size=4,
                      tensor_parallel_size=1, gpu_memory_utilization=0.9, enable_prefix_caching=True, variants=[])
     texts, stats = sy.load_texts(scfg)
-    assert stats["texts_skipped_empty"] == 1 and [t.id for t in texts[:4]] == ["0", "1", "2", "4"]
+    assert stats["texts_skipped_empty"] == 1
+    assert [t.id for t in texts[:4]] == [io.record_id({}, raw[i]["text"]) for i in (0, 1, 2, 4)]
     ctx, cfg = _setup(tmp_path, inputs, raw_corpus=str(tmp_path / "raw.parquet"))
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl",
                    [{"id": t.id, "text": "AUG " + t.text, "pairs": [["q?", "a."]]} for t in texts[::7]])
     inst = list(pretrain.source_texts(ctx, cfg)["instruct_corpus"].texts())
-    converted = {int(t.id) for t in texts[::7]}
-    assert inst == [r["text"] for i, r in enumerate(raw) if i not in converted] + ["AUG " + t.text for t in texts[::7]]
+    converted = {t.id for t in texts[::7]}
+    kept = [r["text"] for r in raw if io.record_id(r, r["text"]) not in converted]
+    assert len(kept) == len(raw) - len(converted) and inst == kept + ["AUG " + t.text for t in texts[::7]]
 
 
 def test_recipes():

@@ -212,7 +212,7 @@ def _ctx(tmp_path):
 
 def _cfg(**kw):
     base = dict(model="stage:01_synth_tune", corpus="ipt_utils/fixtures/raw_corpus.jsonl", split="train",
-                text_column="text", domain="general", max_texts=12, num_shards=1, shard_index=0, rounds=2,
+                text_column="text", domain="general", max_texts=12, num_shards=1, shard_index=0, shard_by="records", rounds=2,
                 max_new_tokens=16, max_model_len=2000, backend="rule_based", batch_size=4,
                 tensor_parallel_size=1, gpu_memory_utilization=0.9, enable_prefix_caching=False, variants=[])
     base.update(kw)

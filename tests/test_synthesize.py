@@ -180,7 +180,7 @@ def test_engine_halves_batch_on_oom_and_keeps_order():
 
 def _cfg(**kw):
     base = dict(model="stage:01_synth_tune", corpus="x.jsonl", split="train", text_column="text",
-                domain="general", max_texts=0, num_shards=1, shard_index=0, rounds=3, max_new_tokens=16,
+                domain="general", max_texts=0, num_shards=1, shard_index=0, shard_by="records", rounds=3, max_new_tokens=16,
                 max_model_len=1000, backend="transformers", batch_size=4, tensor_parallel_size=1,
                 gpu_memory_utilization=0.9, enable_prefix_caching=True, variants=[])
     base.update(kw)
@@ -260,7 +260,8 @@ def test_load_texts_skips_neutralises_and_shards(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     texts, st = sy.load_texts(_cfg(corpus=str(path)))
     assert [t.id for t in texts] == ["a", "c", "d", "f"]
-    assert st == {"records_read": 6, "texts_in": 6, "texts_skipped_empty": 2, "texts_neutralised": 1}
+    assert st == {"records_read": 6, "texts_in": 6, "texts_skipped_empty": 2, "texts_neutralised": 1,
+                  "shard_by": "records"}
     assert "<QUE>" not in texts[1].text and texts[1].neutralised and texts[2].domain == "finance"
     texts, st = sy.load_texts(_cfg(corpus=str(path), num_shards=2, shard_index=1, max_texts=5))
     assert [t.id for t in texts] == ["b", "d"][1:] and st["texts_in"] == 2 and st["records_read"] == 5
@@ -288,9 +289,24 @@ def test_profiles_validate():
         assert cfg.max_new_tokens < cfg.max_model_len
 
 
+def test_records_without_id_get_a_text_hash_id(tmp_path):
+    """No `id` field: the id hashes the raw text, so it does not depend on position or sharding."""
+    from ipt_utils.io import record_id
+
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["one", "two", "one", "three"]))
+    one = [t.id for t in sy.load_texts(_cfg(corpus=str(path)))[0]]
+    assert one[0] == one[2] == record_id({}, "one") and one[0].startswith("sha1:") and len(set(one)) == 3
+    two = [t.id for i in (0, 1) for t in sy.load_texts(_cfg(corpus=str(path), num_shards=2, shard_index=i))[0]]
+    assert sorted(two) == sorted(one)
+    assert record_id({"id": 7, "text": "one"}, "one") == "7"
+
+
 def test_params_cross_checks():
     with pytest.raises(ValueError, match="shard_index"):
         _cfg(num_shards=2, shard_index=2)
+    with pytest.raises(ValueError, match="shard_by: files needs an hf: corpus"):
+        _cfg(shard_by="files", corpus="x.jsonl")
     with pytest.raises(ValueError, match="max_new_tokens"):
         _cfg(max_new_tokens=1000)
 

@@ -200,7 +200,37 @@ def test_hf_dataset_input_is_streamed(tmp_path, monkeypatch):
                                    num_shards=1, max_texts=3))
     assert calls == [{"split": "train", "streaming": True}]
     assert [t.text for t in texts] == ["alpha", "beta \u2039s> x"]
-    assert st == {"records_read": 3, "texts_in": 3, "texts_skipped_empty": 1, "texts_neutralised": 1}
+    assert st == {"records_read": 3, "texts_in": 3, "texts_skipped_empty": 1, "texts_neutralised": 1,
+                  "shard_by": "records"}
+
+
+def test_shard_by_files_reads_only_its_own_files(tmp_path, monkeypatch):
+    """shard_by files on a local dataset dir of 5 data files (the hf: code path): the jobs split
+    the files, each reads only its own, together they cover every record once; max_texts caps
+    each job at ceil(max_texts / num_shards); too few files is a clear error."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    ds = tmp_path / "ds" / "data"
+    ds.mkdir(parents=True)
+    for f in range(5):
+        (ds / f"train-{f:05d}.jsonl").write_text(
+            "".join(json.dumps({"id": f"f{f}r{r}", "text": f"file {f} record {r}"}) + "\n" for r in range(4)))
+    corpus = f"hf:{tmp_path / 'ds'}"
+
+    def job(i, n=2, **kw):
+        return sy.load_texts(_cfg(corpus=corpus, shard_by="files", num_shards=n, shard_index=i, **kw))
+
+    (a, sa), (b, sb) = job(0), job(1)
+    files = [{t.id.split("r")[0] for t in texts} for texts in (a, b)]
+    assert files[0].isdisjoint(files[1]) and len(files[0] | files[1]) == 5  # whole files per job
+    assert sorted(t.id for t in a + b) == sorted(f"f{f}r{r}" for f in range(5) for r in range(4))
+    assert sa["records_read"] + sb["records_read"] == 20 and sa["shard_by"] == "files"
+    merged = sy.merge_metrics([{**sa, "texts_synthesized": len(a)}, {**sb, "texts_synthesized": len(b)}])
+    assert merged["records_read"] == 20 and merged["shard_by"] == "files"
+    capped, st = job(1, max_texts=5)
+    assert len(capped) == 3 and st["records_read"] == 3
+    with pytest.raises(ValueError, match="needs at least num_shards=6 data files, the dataset has 5"):
+        job(0, n=6)
 
 
 def test_bench_runs_on_a_fresh_clone(tmp_path):
