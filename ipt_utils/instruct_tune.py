@@ -52,6 +52,8 @@ class Params:
     adam_beta2: float = spec(ge=0.0, lt=1.0)
     grad_clip: float = spec(ge=0.0)
     save_steps: int = spec(ge=1)
+    accelerate_config: str = spec(kind="optpath", help="'' = tune in-process; else an accelerate config "
+                                                       "(e.g. params/accelerate/fsdp.yaml) to launch with")
 
     def __post_init__(self):
         if self.batch_size % self.micro_batch_size:
@@ -256,8 +258,12 @@ def evaluate_mmlu(model, tokenizer, rows, shots: list[int], batch_size: int, max
 
 # =========================================================================== tuning
 
-def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> dict:
-    """Instruction-tune one arm (resuming if a checkpoint exists); returns its metrics and curve rows."""
+RUN_ONLY_KEYS = ("arms", "accelerate_config", "save_steps")  # do not change what an arm learns
+
+
+def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accelerator=None) -> dict:
+    """Instruction-tune one arm (resuming if a checkpoint exists); returns its metrics and curve rows.
+    `accelerator`: the launched run's (FSDP across processes); default a fresh one-process one."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -266,7 +272,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
 
     arm_dir = ctx.work / arm
     src = assets.resolve_model(ctx, f"stage:03_pretrain/{arm}")
-    params = {k: v for k, v in asdict(cfg).items() if k != "arms"}
+    params = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_KEYS}
     weights = Path(src) / "model.safetensors"
     key = packing.cache_key(params, arm, ctx.seed, ctx.run.device, ctx.run.dtype,
                             weights if weights.exists() else src)
@@ -296,9 +302,10 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
     res, model, acc = train_loop(
         model, tune_batches(encoded, cfg.batch_size, cfg.micro_batch_size, pad, ctx.seed), opt,
         ckpt_dir=arm_dir / f"ckpt-{key}", save_steps=cfg.save_steps, log_steps=1,
-        tokens_per_step=int(round(n_tok * cfg.batch_size)), accelerator=make_accelerator(ctx),
+        tokens_per_step=int(round(n_tok * cfg.batch_size)), accelerator=accelerator or make_accelerator(ctx),
         eval_fn=eval_fn, eval_steps=cfg.eval_every, stop_after=stop_after)
-    write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", res.log)
+    if acc.is_main_process:
+        write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", res.log)
     final = {r["task"]: r["accuracy"] for r in res.evals if r["step"] == res.steps_done}
     first = {r["task"]: r["accuracy"] for r in res.evals if r["step"] == 0}
     result = {"metrics": {"final_loss": res.log[-1]["loss"] if res.log else None, "steps": res.steps_done,
@@ -307,10 +314,12 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None) -> di
               "curve": res.evals}
     if res.completed:
         save_final(acc, model, tok, arm_dir / "model")
-        io.write_json(done, {"key": key, "result": result, "log": res.log})
-        import shutil
+        if acc.is_main_process:
+            import shutil
 
-        shutil.rmtree(arm_dir / f"ckpt-{key}", ignore_errors=True)
+            io.write_json(done, {"key": key, "result": result, "log": res.log})
+            shutil.rmtree(arm_dir / f"ckpt-{key}", ignore_errors=True)
+        acc.wait_for_everyone()
     acc.free_memory()
     return result
 
@@ -325,16 +334,42 @@ def write_curve(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def tune_arms(ctx, cfg: Params) -> dict:
-    """Tune every arm; writes curve.csv (all arms) and loss_<arm>.csv; returns stage metrics."""
+def tune_arms(ctx, cfg: Params, accelerator=None) -> dict:
+    """Tune every arm; writes curve.csv (all arms) and loss_<arm>.csv; returns stage metrics.
+    With `accelerate_config` (and no accelerator yet) this runs under `accelerate launch`."""
+    if cfg.accelerate_config and accelerator is None:
+        from . import launch
+
+        return launch.launch(ctx, "instruct_tune", cfg, cfg.accelerate_config, "ipt_utils.instruct_tune")
+    main = accelerator is None or accelerator.is_main_process
     metrics, curve = {}, []
-    write_curve(ctx.stage_dir / "curve.csv", curve)
+    if main:
+        write_curve(ctx.stage_dir / "curve.csv", curve)
     for arm in cfg.arms:
-        result = tune_arm(ctx, cfg, arm)
+        result = tune_arm(ctx, cfg, arm, accelerator=accelerator)
         metrics[arm] = result["metrics"]
         curve += result["curve"]
-        write_curve(ctx.stage_dir / "curve.csv", curve)
+        if main:
+            write_curve(ctx.stage_dir / "curve.csv", curve)
     return {"arms": metrics}
+
+
+def main(argv=None) -> int:
+    """Entry point of a launched run: accelerate launch ... -m ipt_utils.instruct_tune launch.json."""
+    import argparse
+
+    from . import io
+    from . import launch as launcher
+    from .pretrain import make_accelerator
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("spec", help="launch.json written by ipt_utils.launch")
+    ctx, cfg = launcher.open_from_spec(ap.parse_args(argv).spec, "04_instruct_tune", "instruct_tune")
+    acc = make_accelerator(ctx)
+    metrics = tune_arms(ctx, cfg, accelerator=acc)
+    if acc.is_main_process:
+        io.write_json(ctx.work / "launch_metrics.json", metrics)
+    return 0
 
 
 def curve_frame(ctx):
@@ -365,3 +400,7 @@ def plot_curve(ctx):
     fig.tight_layout()
     fig.savefig(ctx.stage_dir / "curve.png", dpi=120)
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -59,23 +59,36 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
-    """Yield one dict per line; a bad line raises ValueError naming file and line."""
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line) of a UTF-8 text file; invalid UTF-8 raises ValueError naming
+    the file and line."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield row
+            yield lineno, line
+
+
+def iter_jsonl_numbered(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a bad line raises ValueError naming
+    file and line."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """Yield one dict per line; a bad line raises ValueError naming file and line."""
+    return (row for _, row in iter_jsonl_numbered(path))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -115,15 +128,10 @@ def iter_local_records(path: str | Path, text_column: str = "text") -> Iterator[
                 yield f"{path}#{n}", rec
                 n += 1
     elif path.suffix in (".txt", ".text"):
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
-                yield f"{path}:{lineno}", {text_column: line.rstrip("\n")}
+        for lineno, line in iter_lines(path):
+            yield f"{path}:{lineno}", {text_column: line.rstrip("\n")}
     else:
-        for lineno, rec in enumerate(iter_jsonl(path), 1):
+        for lineno, rec in iter_jsonl_numbered(path):
             yield f"{path}:{lineno}", rec
 
 

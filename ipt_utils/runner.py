@@ -45,7 +45,8 @@ def parse_stages(spec: str | None) -> list[Stage]:
         return list(STAGES)
     chosen = []
     for token in (t.strip() for t in spec.split(",") if t.strip()):
-        match = [s for s in STAGES if token in (s.name, s.section, s.name[:2])]
+        number = token.zfill(2) if token.isdigit() else None  # "1" and "01" both mean 01_synth_tune
+        match = [s for s in STAGES if token in (s.name, s.section) or s.name[:2] == number]
         if not match:
             raise ValueError(f"unknown stage {token!r}; expected one of {[s.name for s in STAGES]}")
         chosen.extend(m for m in match if m not in chosen)

@@ -24,6 +24,8 @@
 #   `eval_data` {question, subject, choices, answer}.
 # - **Outputs:** `<work>/04_instruct_tune/<arm>/model`; in the stage directory
 #   `curve.csv` (arm, step, task, accuracy), `curve.png`, `loss_<arm>.csv`, `metrics.json`.
+# - **Multi-GPU:** with `accelerate_config` set, the tuning runs under `accelerate launch`
+#   (FSDP) and this notebook reads its metrics back (README "GPU machines").
 
 # %%
 from ipt_utils import instruct_tune, stage
@@ -53,6 +55,7 @@ adam_beta1 = 0.9
 adam_beta2 = 0.999
 grad_clip = 1.0
 save_steps = 50
+accelerate_config = ""
 
 # %%
 ctx, cfg = stage.open_stage("04_instruct_tune", globals())

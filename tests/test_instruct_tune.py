@@ -112,21 +112,27 @@ def test_continuation_scores_match_unbatched_reference(env, tmp_path):
         assert set(acc) == {"mmlu_0shot", "mmlu_1shot"} and all(0 <= a <= 1 and n == 12 for a, n in acc.values())
 
 
-def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
-    import pandas as pd
-
+def _tune_setup(env, tmp_path, arms=("vanilla", "instruct"), **over):
     files, tok, _ = env
     run = RunParams(seed=0, work_dir="", device="cpu", offline=True, dtype="auto")
     ctx = StageContext(profile="t", stage="04_instruct_tune", run_dir=tmp_path / "run",
                        work_root=tmp_path / "work", run=run, interactive=False)
-    for arm in ("vanilla", "instruct"):
+    for arm in arms:
         assets.build_tiny_model(ctx.work_root / "03_pretrain" / arm / "model", assets.ModelShape(**TINY), tok,
                                 seed=2)
-    cfg = validate(instruct_tune.Params, dict(
-        arms=["vanilla", "instruct"], data=files["ins"], eval_data=files["mmlu"], eval_shots=[0, 1], eval_format="choice", eval_limit=10,
-        eval_every=3, eval_batch_size=16, max_steps=7, max_len=64, batch_size=8, micro_batch_size=4,
+    section = dict(
+        arms=list(arms), data=files["ins"], eval_data=files["mmlu"], eval_shots=[0, 1], eval_format="choice",
+        eval_limit=10, eval_every=3, eval_batch_size=16, max_steps=7, max_len=64, batch_size=8, micro_batch_size=4,
         learning_rate=3e-3, min_lr_ratio=0.1, warmup_ratio=0.1, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
-        grad_clip=1.0, save_steps=4))
+        grad_clip=1.0, save_steps=4, accelerate_config="")
+    section.update(over)
+    return ctx, validate(instruct_tune.Params, section)
+
+
+def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
+    import pandas as pd
+
+    ctx, cfg = _tune_setup(env, tmp_path)
     part = instruct_tune.tune_arm(ctx, cfg, "vanilla", stop_after=5)  # interrupted; resumes from step 4
     assert part["metrics"]["completed"] is False
     metrics = instruct_tune.tune_arms(ctx, cfg)
@@ -142,6 +148,25 @@ def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
         m = metrics["arms"][arm]
         assert m["steps"] == 7 and set(m["accuracy"]) == {"mmlu_0shot", "mmlu_1shot"} and m["accuracy_step0"]
     assert instruct_tune.plot_curve(ctx) is not None and (ctx.stage_dir / "curve.png").exists()
+
+
+def test_accelerate_launch_on_cpu(env, tmp_path):
+    """The multi-GPU path (accelerate launch -m ipt_utils.instruct_tune) with a one-process CPU
+    config: same curve and model files; the launched run's metrics come back."""
+    import pandas as pd
+
+    cfg_file = tmp_path / "cpu.yaml"
+    cfg_file.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
+                        "num_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n")
+    ctx, cfg = _tune_setup(env, tmp_path, arms=("vanilla",), accelerate_config=str(cfg_file), max_steps=3)
+    metrics = instruct_tune.tune_arms(ctx, cfg)
+    assert metrics["arms"]["vanilla"]["steps"] == 3 and (ctx.work / "launch.json").exists()
+    assert (ctx.work / "vanilla" / "model" / "model.safetensors").exists()
+    assert sorted(set(pd.read_csv(ctx.stage_dir / "curve.csv")["step"])) == [0, 3]
+    # the launch mode does not change what an arm learns: in-process reuses the finished arm
+    again = instruct_tune.tune_arm(ctx, validate(instruct_tune.Params, {**vars(cfg), "accelerate_config": ""}),
+                                   "vanilla")
+    assert again["metrics"] == metrics["arms"]["vanilla"]
 
 
 def test_every_profile_has_a_valid_instruct_tune_section():

@@ -129,3 +129,10 @@ def test_papermill_error_is_reported(tmp_path, monkeypatch):
     assert "ValueError: bad input in cell 2" in str(err.value)
     executed = json.loads((tmp_path / "run" / "01_synth_tune" / "01_synth_tune.ipynb").read_text())
     assert executed["cells"]  # the executed notebook is kept for inspection
+
+
+def test_parse_stages_by_name_section_or_number():
+    names = [s.name for s in runner.parse_stages("1,02,pretrain,04_instruct_tune")]
+    assert names == ["01_synth_tune", "02_synthesize", "03_pretrain", "04_instruct_tune"]
+    with pytest.raises(ValueError, match="unknown stage '7'"):
+        runner.parse_stages("7")
