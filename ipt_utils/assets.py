@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .io import DIR_MODE
 from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path, spec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -116,6 +117,7 @@ def _save_atomically(obj, out_dir, tokenizer=None):
     obj.save_pretrained(tmp, **kwargs)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    tmp.chmod(DIR_MODE)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
