@@ -60,7 +60,8 @@ class Params:
     split: str = spec(help="split of an hf: corpus (ignored for local files)")
     text_column: str = spec(help="field holding the raw text")
     domain: str = spec(help="domain label for records without a 'domain' field")
-    max_texts: int = spec(ge=0, help="records read from the corpus before sharding; 0 = all")
+    max_texts: int = spec(ge=0, help="records read from the corpus, 0 = all (shard_by records: before "
+                                     "sharding; files: ceil(max_texts / num_shards) per job)")
     num_shards: int = spec(ge=1, help="split the corpus over this many independent jobs")
     shard_index: int = spec(ge=0, help="which shard this job synthesizes")
     shard_by: str = spec(choices=SHARD_BY, help="records: record k -> shard k % num_shards (every job "
