@@ -1,4 +1,4 @@
-"""What a benchmark result records about the machine it ran on (results/bench/*.json)."""
+"""What a result records about the machine it ran on (results/bench/*.json, the run manifest)."""
 from __future__ import annotations
 
 import os
@@ -17,25 +17,42 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe(with_torch: bool = True, packages: tuple[str, ...] = ()) -> dict:
-    """Platform, CPU model and count, load average now; torch threads and GPUs; package versions."""
-    info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_model": cpu_model(),
+def device_info() -> dict:
+    """Platform, CPU model and count; whether CUDA is there and which GPUs (when torch is installed)."""
+    info = {"platform": platform.platform(), "cpu_model": cpu_model(),
             "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["cuda"] = torch.cuda.is_available()
+    if info["cuda"]:
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def package_versions(packages) -> dict:
+    """Installed versions of `packages` (absent ones left out)."""
+    from importlib import metadata
+
+    versions = {}
+    for pkg in packages:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def describe(with_torch: bool = True, packages: tuple[str, ...] = ()) -> dict:
+    """A benchmark's hardware record: device_info, python, torch version and threads, package
+    versions, load average now."""
+    info = {"python": sys.version.split()[0], **device_info()}
     if with_torch:
         import torch
 
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    cuda=torch.cuda.is_available())
-        if info["cuda"]:
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    if packages:
-        from importlib import metadata
-
-        for pkg in packages:
-            try:
-                info[pkg] = metadata.version(pkg)
-            except metadata.PackageNotFoundError:
-                pass
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    info.update(package_versions(packages))
     try:
         info["loadavg_at_start"] = os.getloadavg()
     except OSError:

@@ -9,7 +9,6 @@ params (or forcing it) re-runs everything downstream of it.
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -84,26 +83,10 @@ def _git(*args) -> str | None:
 
 
 def environment_info() -> dict:
-    from importlib import metadata
+    from .hardware import device_info, package_versions
 
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    device = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count()}
-    try:
-        import torch
-
-        device["cuda"] = torch.cuda.is_available()
-        if device["cuda"]:
-            device["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
-            "python": sys.version.split()[0], "packages": versions, "device": device}
+            "python": sys.version.split()[0], "packages": package_versions(PACKAGES), "device": device_info()}
 
 
 def run_header(profile_name: str, profile_path, run_dir: Path, work_root: Path, params: dict) -> dict:
