@@ -157,6 +157,11 @@ def _fmt(v, missing=NOT_RUN):
     return f"{v:.1f}"
 
 
+def _provenance(p) -> dict:
+    """The paper-source and confidence cells of a row, from a _paper(...) hit or None."""
+    return {"paper source": p[1] if p else NOT_REPORTED, "paper confidence": p[2] if p else NOT_REPORTED}
+
+
 def _mean(vals):
     vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(vals) / len(vals) if vals else None
@@ -346,7 +351,7 @@ def table2(inp: Inputs, cfg: Params, pn) -> Table:
                      "average (ours)": _fmt(inst), "tasks averaged": ", ".join(tasks) or NOT_RUN,
                      "paper model": f"Instruct PT {size}", "paper tokens": f"{ptok[0]:g}B" if ptok else NOT_REPORTED,
                      "average (paper)": _fmt(p[0] if p else None, NOT_REPORTED),
-                     "paper source": p[1] if p else NOT_REPORTED, "paper confidence": p[2] if p else NOT_REPORTED})
+                     **_provenance(p)})
         for mid, pname in cfg.baselines.items():
             if pname not in set(pn[pn.table == "table2"].arm_or_model):
                 continue
@@ -360,7 +365,7 @@ def table2(inp: Inputs, cfg: Params, pn) -> Table:
                          "average (ours)": _fmt(base), "tasks averaged": ", ".join(tasks) or NOT_RUN,
                          "paper model": pname, "paper tokens": f"{ptk[0]:g}B" if ptk else NOT_REPORTED,
                          "average (paper)": _fmt(pv[0] if pv else None, NOT_REPORTED),
-                         "paper source": pv[1] if pv else NOT_REPORTED, "paper confidence": pv[2] if pv else NOT_REPORTED})
+                         **_provenance(pv)})
             if inst is not None and base is not None and p and pv:
                 checks.append((run, pname, inst - base, p[0] - pv[0]))
     # paper rows for sizes/baselines we did not run
@@ -441,8 +446,7 @@ def table3(inp: Inputs, cfg: Params, pn) -> Table:
                 p_ = _paper(pn, "table3", domain, "average", roles[role]) if task == "average" else None
                 p = p_ or p
                 row[f"{role_label[role]} (paper)"] = _fmt(p_[0] if p_ else None, NOT_REPORTED)
-            row["paper source"] = p[1] if p else NOT_REPORTED
-            row["paper confidence"] = p[2] if p else NOT_REPORTED
+            row.update(_provenance(p))
             rows.append(row)
         for run in inp.runs:
             done = [x for x in tasks if val(run, "instruct", x) is not None and val(run, "vanilla", x) is not None]
@@ -498,8 +502,7 @@ def table4(inp: Inputs, cfg: Params, pn) -> Table:
             row[f"{domain} (paper)"] = _fmt(p[0] if p else None, NOT_REPORTED)
             row["_v_" + domain] = v
         p = _paper(pn, "table4", "biomedicine", "average", ab)
-        row["paper source"] = p[1] if p else NOT_REPORTED
-        row["paper confidence"] = p[2] if p else NOT_REPORTED
+        row.update(_provenance(p))
         rows.append(row)
     full = rows[0]
     for r, ab in zip(rows[1:], list(ABLATIONS)[1:]):
@@ -555,21 +558,20 @@ def synthesis_table(inp: Inputs, cfg: Params, pn) -> Table:
         t.skipped = f"missing {path}"
         return t
     m = json.loads(path.read_text())
-    rows = []
-    for k, v in sorted(m.items()):
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            p = _paper(pn, "synthesis", "general", k, "synthesizer")
-            rows.append({"statistic": k, "ours": f"{v:.4g}", "paper": _fmt(p[0] if p else None, NOT_REPORTED),
-                         "paper source": p[1] if p else NOT_REPORTED, "paper confidence": p[2] if p else NOT_REPORTED})
+
+    def row(k, ours):
+        p = _paper(pn, "synthesis", "general", k, "synthesizer")
+        return {"statistic": k, "ours": ours, "paper": _fmt(p[0] if p else None, NOT_REPORTED),
+                **_provenance(p)}
+
+    rows = [row(k, f"{v:.4g}") for k, v in sorted(m.items())
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for k in ("pairs_per_text", "tokens_per_pair"):
         if k not in m or not isinstance(m[k], (int, float)):
-            p = _paper(pn, "synthesis", "general", k, "synthesizer")
             val = m.get(k)
             if isinstance(val, dict):  # e.g. {"mean": .., "median": ..}
                 val = val.get("mean")
-            rows.append({"statistic": k, "ours": f"{val:.4g}" if isinstance(val, (int, float)) else NOT_RUN,
-                         "paper": _fmt(p[0] if p else None, NOT_REPORTED),
-                         "paper source": p[1] if p else NOT_REPORTED, "paper confidence": p[2] if p else NOT_REPORTED})
+            rows.append(row(k, f"{val:.4g}" if isinstance(val, (int, float)) else NOT_RUN))
     t.df = pd.DataFrame(rows)
     agree = []
     for k in ("pairs_per_text", "tokens_per_pair"):
