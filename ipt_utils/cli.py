@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--profile", required=True, help="profile name in params/ or a YAML path")
         q.add_argument("--out", help="run directory (default results/runs/<profile>)")
         q.add_argument("--num-shards", type=int, help="override synthesize.num_shards")
-    sy.add_argument("--shard-index", type=int, help="override synthesize.shard_index")
+    which = sy.add_mutually_exclusive_group()
+    which.add_argument("--shard-index", type=int, help="override synthesize.shard_index")
+    which.add_argument("--all-shards", action="store_true",
+                       help="synthesize every shard in turn in this process, then merge them")
     return p
 
 

@@ -415,6 +415,10 @@ class Engine:
         self.calls = 0
         self.oom_retries: list[dict] = []
 
+    def sharing(self) -> "Engine":
+        """A new Engine on this one's backend (started at most once), with its own timers."""
+        return Engine(lambda: self.impl, self.backend, self.batch_size, self.model_stamp)
+
     @property
     def impl(self):
         if self._impl is None:
@@ -794,7 +798,7 @@ def run_variants(ctx, cfg: Params, texts: Sequence[RawText], data_stats: dict, e
         vcfg, vctx = variant_params(cfg, v), variant_context(ctx, v.name)
         same = engine is not None and choose_backend(v.backend) == engine.backend
         if same:  # share the loaded model; fresh timers for this variant
-            eng, tk = Engine(lambda: engine.impl, engine.backend, cfg.batch_size, engine.model_stamp), tok
+            eng, tk = engine.sharing(), tok
         else:
             eng, tk = open_engine(vctx, vcfg)
         synths, info = synthesize_shard(vctx, vcfg, texts, eng, tk)
@@ -986,13 +990,14 @@ def cli_context(profile, out: str | None = None, num_shards: int | None = None,
     return ctx, cfg
 
 
-def run_shard(ctx, cfg: Params) -> dict:
+def run_shard(ctx, cfg: Params, engine: Engine | None = None, tok=None) -> dict:
     """The notebook's steps for one shard (resumable): synthesize, templify, stats, mark done.
-    A single-shard job also writes the stage's metrics.json; -> this shard's metrics."""
+    A single-shard job also writes the stage's metrics.json; -> this shard's metrics.
+    `engine`/`tok`: an engine opened for an earlier shard (its backend is reused, timers fresh)."""
     from .stage import finish_stage
 
     texts, data_stats = load_texts(cfg)
-    engine, tok = open_engine(ctx, cfg)
+    engine, tok = (engine.sharing(), tok) if engine is not None else open_engine(ctx, cfg)
     synths, info = synthesize_shard(ctx, cfg, texts, engine, tok)
     rows = write_augmented(ctx, cfg, synths)
     df = write_stats(ctx, synths, rows, cfg)
@@ -1030,12 +1035,18 @@ def cli_main(args, profile) -> int:
     except (SchemaError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tag = f"shard {shard_name(cfg.shard_index, cfg.num_shards)}"
     if args.cmd == "synthesize":
-        m = run_shard(ctx, cfg)
-        print(f"[synthesize] {tag} done: {m['texts_synthesized']} texts, {m['pairs_total']} pairs, "
-              f"rounds resumed {m['rounds_resumed']} / generated {m['rounds_generated']} -> {ctx.work}")
-        return 0
+        # --all-shards: every shard in turn in this process (the backend starts once), then the
+        # merge; one machine, memory bounded by a shard, finished rounds reused after a crash
+        every = getattr(args, "all_shards", False)
+        engine, tok = open_engine(ctx, cfg)
+        for i in range(cfg.num_shards) if every else [cfg.shard_index]:
+            m = run_shard(ctx, dataclasses.replace(cfg, shard_index=i), engine, tok)
+            print(f"[synthesize] shard {shard_name(i, cfg.num_shards)} done: {m['texts_synthesized']} texts, "
+                  f"{m['pairs_total']} pairs, rounds resumed {m['rounds_resumed']} / generated "
+                  f"{m['rounds_generated']} -> {ctx.work}")
+        if not every or cfg.num_shards == 1:
+            return 0
     try:
         m = merge_shards(ctx, cfg, model_stamp(ctx, cfg))
         if cfg.variants:

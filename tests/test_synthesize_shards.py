@@ -140,6 +140,32 @@ def test_cli_shards_then_merge(cli_profile, monkeypatch, capsys):
     assert cli.main(["synthesize", "--profile", prof, "--out", str(out), "--num-shards", "3", "--shard-index", "3"]) == 2
 
 
+def test_cli_all_shards_in_one_process_equals_shard_jobs(cli_profile, monkeypatch):
+    """`synthesize --all-shards`: every shard in turn with one engine start, then the merge; the
+    same files as one job per shard + synth-merge; a rerun generates nothing."""
+    d, recs = cli_profile
+    monkeypatch.setenv(sy.TEST_ENGINE_ENV, "0")
+    prof = str(d / "p.yaml")
+    jobs, one = d / "jobs", d / "one_process"
+    for i in range(3):
+        assert cli.main(["synthesize", "--profile", prof, "--out", str(jobs), "--num-shards", "3",
+                         "--shard-index", str(i)]) == 0
+    assert cli.main(["synth-merge", "--profile", prof, "--out", str(jobs), "--num-shards", "3"]) == 0
+    starts = []
+    real_init = sy._TestEngine.__init__
+    monkeypatch.setattr(sy._TestEngine, "__init__", lambda e, *a, **k: starts.append(1) or real_init(e, *a, **k))
+    assert cli.main(["synthesize", "--profile", prof, "--out", str(one), "--num-shards", "3", "--all-shards"]) == 0
+    assert len(starts) == 1  # the backend started once for the three shards
+    for f in ("work/02_synthesize/augmented.jsonl", "work/02_synthesize/augmented.parquet",
+              "02_synthesize/synthesis_stats.csv"):
+        assert (one / f).read_bytes() == (jobs / f).read_bytes(), f
+    m = json.loads((one / "02_synthesize/metrics.json").read_text())
+    assert m["shards"] == 3 and m["rounds_generated"] == 3 * 4
+    assert cli.main(["synthesize", "--profile", prof, "--out", str(one), "--num-shards", "3", "--all-shards"]) == 0
+    m = json.loads((one / "02_synthesize/metrics.json").read_text())
+    assert m["rounds_generated"] == 0 and m["rounds_resumed"] == 3 * 4
+
+
 def _synth_cmd(prof, out):
     return [sys.executable, "-m", "ipt_utils", "synthesize", "--profile", prof, "--out", str(out)]
 
