@@ -532,7 +532,6 @@ def table5(inp: Inputs, cfg: Params, pn) -> Table:
         t.skipped = f"missing {path}"
         return t
     df = pd.read_csv(path)
-    df = df.copy()
     for c in df.columns:
         if pd.api.types.is_float_dtype(df[c]):
             df[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
