@@ -20,7 +20,8 @@
 # then templified into pre-training text (section 5).
 #
 # - **Inputs:** the synthesizer (`model`, from stage 01 in ci-tiny), the raw corpus (`corpus`).
-# - **Outputs:** `<work>/02_synthesize/augmented.jsonl` (one row per raw text), finished
+# - **Outputs:** `<work>/02_synthesize/augmented.jsonl` (one row per raw text) and its typed
+#   twin `augmented.parquet`, finished
 #   rounds under `<work>/02_synthesize/shard-*/` (a rerun resumes; several shards are merged,
 #   see README "Synthesis at scale"), and in the stage
 #   directory `synthesis_stats.csv`, `synthesis.png`, `metrics.json`.
