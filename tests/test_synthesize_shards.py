@@ -275,3 +275,21 @@ def test_bench_runs_on_a_fresh_clone(tmp_path):
     assert res["backends"]["naive"]["engine_calls_per_repeat"] == 4 and res["backends"]["batched@4"]["texts"] == 4
     assert res["speedup_vs_naive"]["naive"] == 1.0 and res["templify"]["texts_per_s"] > 0
     assert {"cpu_model", "cpu_count", "torch", "transformers"} <= set(res["hardware"]) and res["command"]
+
+
+def test_bench_in_memory_model_path(tmp_path, monkeypatch):
+    """The GPU bench's path (`--shape mistral-7b`: a random Mistral built in memory, handed to the
+    transformers backends as a model object; vLLM skipped) on a small shape of the same kind."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_synthesize", REPO / "bench" / "bench_synthesize.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    small = dict(bench.SHAPES["mistral-7b"], hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                 num_kv_heads=2, vocab_size=2100)
+    monkeypatch.setitem(bench.SHAPES, "mistral-7b", small)
+    assert bench.main(["--model", "random", "--shape", "mistral-7b", "--texts", "4", "--parts", "naive,batched,vllm",
+                       "--repeats", "1", "--max-new-tokens", "4", "--batch-size", "4", "--out", str(tmp_path)]) == 0
+    res = json.loads(next(tmp_path.glob("synthesize_cpu_*.json")).read_text())
+    assert res["model"] == "random-init mistral-7b" and res["backends"]["batched@4"]["texts"] == 4
+    assert "saved model" in res["backends"]["vllm"]["skipped"]
