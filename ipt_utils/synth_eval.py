@@ -112,7 +112,7 @@ def evaluate_models(ctx, cfg, models: dict[str, str], eval_sets: dict, demos: di
 
     import pandas as pd
 
-    from .format import build_prompt, parse_pairs_with_stats
+    from .format import parse_pairs_with_stats
     from .synthesize import Tokenizer, fit_prompt, make_engine
 
     gen_cfg = _engine_params(cfg)

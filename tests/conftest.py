@@ -21,3 +21,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip)
+
+
+def run_profile(profile: str, out, timeout: int):
+    """`python -m ipt_utils run --profile PROFILE --out OUT` in a subprocess, as a user would
+    (the project's own HF_HOME under the run's work dir); fails with the output's tail."""
+    import subprocess
+    import sys
+
+    from ipt_utils.schema import REPO_ROOT
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HF_HOME", None)
+    proc = subprocess.run([sys.executable, "-m", "ipt_utils", "run", "--profile", profile, "--out", str(out)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc

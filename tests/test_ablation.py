@@ -4,14 +4,10 @@ Stage 02 synthesizes the full corpus with M=3 plus the one_shot (M=1) and rule_b
 variants; 03 pre-trains full / pairs_only / one_shot / rule_based arms; 05 evaluates the
 domain tasks' offline twins; 06 must put our averages beside the paper's in Table 4.
 """
-import os
-import subprocess
-import sys
-
 import pytest
 
 from ipt_utils import io
-from ipt_utils.schema import REPO_ROOT
+from conftest import run_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # 6 min measured on 2 shared cores (load ~3.5)
 
@@ -23,11 +19,7 @@ PAPER = {"Instruct PT (full)": ("61.3", "74.7"), "w/o corpora (pairs only)": ("5
 @pytest.fixture(scope="module")
 def ablation_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation") / "ci-ablation"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HF_HOME", None)
-    proc = subprocess.run([sys.executable, "-m", "ipt_utils", "run", "--profile", "ci-ablation", "--out", str(out)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_profile("ci-ablation", out, timeout=1500)
     return out
 
 

@@ -3,7 +3,6 @@
 One session-scoped run (a few minutes on 2 CPU cores); the assertions check that each
 stage left real outputs, the manifest, and that a re-run skips everything.
 """
-import os
 import subprocess
 import sys
 
@@ -13,18 +12,15 @@ from ipt_utils import io
 from ipt_utils.schema import REPO_ROOT
 from ipt_utils.stage import STAGES
 
+from conftest import run_profile
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline") / "ci-tiny"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HF_HOME", None)
-    proc = subprocess.run([sys.executable, "-m", "ipt_utils", "run", "--profile", "ci-tiny", "--out", str(out)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return out, proc
+    return out, run_profile("ci-tiny", out, timeout=1200)
 
 
 def test_every_stage_completed(tiny_run):

@@ -1,6 +1,5 @@
 """Stage 01 data building, loss mask, training (full and LoRA) and resume."""
 import json
-from types import SimpleNamespace
 
 import pytest
 

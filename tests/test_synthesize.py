@@ -5,10 +5,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from ipt_utils import format as fmt
-from ipt_utils import schema
 from ipt_utils import synthesize as sy
 from ipt_utils.synthesize import RawText
 
@@ -278,15 +276,6 @@ def test_load_texts_skips_neutralises_and_shards(tmp_path):
     bad.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid UTF-8"):
         sy.load_texts(_cfg(corpus=str(bad)))
-
-
-def test_profiles_validate():
-    if not (REPO / "ipt_utils/fixtures/raw_corpus.jsonl").exists():
-        pytest.skip("ipt_utils/fixtures/raw_corpus.jsonl not generated yet (python -m ipt_utils.fixture_gen)")
-    for path in sorted((REPO / "params").glob("*.yaml")):
-        section = yaml.safe_load(path.read_text())["synthesize"]
-        cfg = schema.validate(sy.Params, section, source=str(path), prefix="synthesize")
-        assert cfg.max_new_tokens < cfg.max_model_len
 
 
 def test_records_without_id_get_a_text_hash_id(tmp_path):
