@@ -293,14 +293,14 @@ CAUSE_Q = ('What is the reason for the following? "{e}"', 'Why is it that {e_l}?
            'What causes this: "{e}"?', 'Explain why {e_l}.')
 EFFECT_Q = ('What is a result of the following? "{c}"', 'What follows from the fact that {c_l}?',
             'What is the effect of this: "{c}"?', 'Given that {c_l}, what happened?')
-_CAUSAL = [
+_CAUSAL = [  # tried in order; the first match decides
     # "Because B, A."
-    (re.compile(r"^(?:because|since)\s+(?P<c>[^,]{8,}),\s*(?P<e>.{8,})$", re.I), None),
+    re.compile(r"^(?:because|since)\s+(?P<c>[^,]{8,}),\s*(?P<e>.{8,})$", re.I),
     # "A because B" / "A due to B" / "A as a result of B" / "A since B"
-    (re.compile(r"^(?P<e>.{8,}?)[,]?\s+(?:because(?! of)|due to|as a result of|owing to|because of)\s+(?P<c>.{4,})$",
-                re.I), None),
+    re.compile(r"^(?P<e>.{8,}?)[,]?\s+(?:because(?! of)|due to|as a result of|owing to|because of)\s+(?P<c>.{4,})$",
+               re.I),
     # "A, so B" (not "so that", "so far", ...)
-    (re.compile(r"^(?P<c>.{8,}?),\s+so\s+(?!that\b|far\b|long\b|much\b|many\b|called\b)(?P<e>.{8,})$", re.I), None),
+    re.compile(r"^(?P<c>.{8,}?),\s+so\s+(?!that\b|far\b|long\b|much\b|many\b|called\b)(?P<e>.{8,})$", re.I),
 ]
 
 
@@ -308,7 +308,7 @@ def causal_items(sents):
     out = []
     for s in sents:
         body = _strip_end(s)
-        for rx, _ in _CAUSAL:
+        for rx in _CAUSAL:
             m = rx.match(body)
             if m:
                 c, e = _strip_end(m.group("c")), _strip_end(m.group("e"))
