@@ -4,13 +4,16 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 ARGS    ?=
 
-.PHONY: env run test test-fast validate lab sync-notebooks check-notebooks clean-run
+.PHONY: env run rehearse test test-fast validate lab sync-notebooks check-notebooks clean-run
 
 env:
 	@bash scripts/setup_env.sh
 
 run: env  ## the whole pipeline on $(PROFILE) (default: the tiny CPU profile, offline)
 	$(PY) -m ipt_utils run --profile $(PROFILE) $(ARGS)
+
+rehearse: env  ## a GPU profile on this CPU at tiny scale (make rehearse PROFILE=paper-500m)
+	$(PY) -m ipt_utils run --profile $(PROFILE) --rehearse $(ARGS)
 
 test: env  ## the test suite (includes a papermill run of every notebook)
 	$(PY) -m pytest -q $(ARGS)

@@ -7,6 +7,7 @@ directory. Loading is safetensors-only and never runs remote code.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -144,12 +145,22 @@ def stage_model_dir(ctx, stage_ref: str) -> Path:
     return ctx.work_root / stage_ref / "model"
 
 
+HUB_MIRROR_ENV = "IPT_HUB_MIRROR"  # rehearsals: a local tree of hub-layout mirrors (ipt_utils.rehearse)
+
+
+def hub_model(name: str) -> str:
+    """A hub model name, or its hub-layout mirror `$IPT_HUB_MIRROR/models/<name>` in a rehearsal."""
+    root = os.environ.get(HUB_MIRROR_ENV)
+    mirror = Path(root) / "models" / name if root else None
+    return str(mirror) if mirror and (mirror / "config.json").exists() else name
+
+
 def resolve_model(ctx, model: str) -> str:
     """A profile model spec -> what from_pretrained takes (hub name or local dir)."""
     if model == TINY:
         raise ValueError("'tiny' models are built by the stage that needs them, not loaded")
     if model.startswith(HUB_PREFIX):
-        return model[len(HUB_PREFIX):]
+        return hub_model(model[len(HUB_PREFIX):])
     if model.startswith(STAGE_PREFIX):
         path = stage_model_dir(ctx, model[len(STAGE_PREFIX):])
         if not (path / "config.json").exists():

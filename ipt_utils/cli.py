@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--stages", help="comma-separated stages (names, sections or numbers); default all")
     r.add_argument("--out", help="run directory (default results/runs/<profile>)")
     r.add_argument("--force", action="store_true", help="re-run the selected stages even if complete")
+    r.add_argument("--rehearse", action="store_true",
+                   help="rehearse a GPU profile on this CPU, offline: hub-layout mirrors, tiny models and "
+                        "budgets, 2-process launches (default --out results/runs/<profile>-rehearsal)")
     v = sub.add_parser("validate", help="validate profiles without running anything")
     v.add_argument("profiles", nargs="*", help="names or paths (default: every profile in params/)")
     sub.add_parser("list", help="list profiles and stages")
@@ -67,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        rep = runner.run(profiles[0], stages=args.stages, out=args.out, force=args.force)
-    except runner.StageFailed as e:
+        if args.rehearse:
+            from . import rehearse
+
+            rep = rehearse.run(args.profile, stages=args.stages, out=args.out, force=args.force)
+        else:
+            rep = runner.run(profiles[0], stages=args.stages, out=args.out, force=args.force)
+    except (runner.StageFailed, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"run complete: {rep.run_dir} (ran {len(rep.ran)}, skipped {len(rep.skipped)})")
