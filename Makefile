@@ -4,7 +4,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 ARGS    ?=
 
-.PHONY: env run rehearse test test-fast validate lab sync-notebooks check-notebooks clean-run
+.PHONY: env run rehearse rehearse-all test test-fast validate lab sync-notebooks check-notebooks clean-run
 
 env:
 	@bash scripts/setup_env.sh
@@ -14,6 +14,9 @@ run: env  ## the whole pipeline on $(PROFILE) (default: the tiny CPU profile, of
 
 rehearse: env  ## a GPU profile on this CPU at tiny scale (make rehearse PROFILE=paper-500m)
 	$(PY) -m ipt_utils run --profile $(PROFILE) --rehearse $(ARGS)
+
+rehearse-all: env  ## every GPU profile's rehearsal, as tests (CI runs two of them)
+	IPT_REHEARSE_ALL=1 $(PY) -m pytest -q tests/test_rehearse.py $(ARGS)
 
 test: env  ## the test suite (includes a papermill run of every notebook)
 	$(PY) -m pytest -q $(ARGS)
