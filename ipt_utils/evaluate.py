@@ -175,7 +175,8 @@ def find_models(ctx, cfg: Params) -> list[ModelEntry]:
                                     source=stage, pretrained=str(cfg_file.parent),
                                     spec=f"stage:{stage}/{arm}"))
     for ext in cfg.external_models:
-        pretrained = ext[len(HUB_PREFIX):] if ext.startswith(HUB_PREFIX) else str(resolve_path(ext))
+        pretrained = assets.hub_model(ext[len(HUB_PREFIX):]) if ext.startswith(HUB_PREFIX) \
+            else str(resolve_path(ext))
         found.append(ModelEntry(model_id=external_model_id(ext), arm="external", tuned=False,
                                 source="external", pretrained=pretrained, spec=ext))
     return found

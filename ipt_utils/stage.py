@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import io, manifest
-from .schema import REPO_ROOT, spec, validate
+from .schema import REPO_ROOT, STAGE_PREFIX, spec, validate
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str  # notebook stem, also the stage directory name
     section: str  # profile section / ipt_utils module holding `Params`
-    deps: tuple[str, ...]
+    deps: tuple[str, ...]  # every stage it MAY read; what it does read: stage_deps(name, sections)
 
     @property
     def notebook(self) -> Path:
@@ -49,6 +49,76 @@ STAGES: tuple[Stage, ...] = (
                                   "04_instruct_tune", "05_evaluate")),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
+REPORT_INPUTS = ("02_synthesize", "03_pretrain", "04_instruct_tune", "05_evaluate")  # what 06 always shows
+
+
+def _stage_refs(value, own: str) -> set[str]:
+    """Stages named by `stage:NN_name[/sub]` values anywhere in a section (not `own`)."""
+    if isinstance(value, str):
+        name = value[len(STAGE_PREFIX):].split("/", 1)[0] if value.startswith(STAGE_PREFIX) else ""
+        return {name} if name in STAGE_BY_NAME and name != own else set()
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_stage_refs(v, own) for v in value))
+    return set()
+
+
+def stage_deps(name: str, sections: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """The stages whose outputs stage `name` reads with these params, in stage order.
+
+    `sections`: profile section -> its values (dicts, as in a profile or the notebook
+    parameters). The runner's plan, the stage keys and interactive runs all use this, so a
+    stage depends on another only when it uses that stage's output: 02 on 01 only when the
+    synthesizer is `stage:01_synth_tune` and some setting uses a model (not rule_based);
+    03 on 02 only when an arm reads this run's augmented corpus; 04 on 03 when it tunes
+    arms; 05 on 03/04 per `model_sets`; 06 on what it reports (02-05 and whatever they
+    need). A section missing from `sections` counts as using everything (`Stage.deps`).
+    """
+    st = STAGE_BY_NAME[name]
+    if st.section not in sections:
+        return st.deps
+    sec = dict(sections[st.section])
+    deps: set[str] = set()
+    if name == "02_synthesize":
+        backends = [sec.get("backend")] + [dict(v).get("backend") for v in sec.get("variants") or ()]
+        if all(b == "rule_based" for b in backends):  # no setting loads the synthesizer
+            sec.pop("model", None)
+    elif name == "03_pretrain":
+        from .pretrain import AUGMENTED_RECIPES
+
+        variants = {k: dict(v) for k, v in (sec.get("arm_variants") or {}).items()}
+        for arm in sec.get("arms") or ():
+            recipe, aug = (variants[arm]["recipe"], variants[arm]["augmented"]) if arm in variants else (arm, "")
+            if recipe in AUGMENTED_RECIPES and (aug == "" or aug.startswith("variant:")):
+                deps.add("02_synthesize")
+    elif name == "04_instruct_tune":
+        if sec.get("arms"):
+            deps.add("03_pretrain")
+    elif name == "05_evaluate":
+        sets = sec.get("model_sets") or ()
+        deps |= {d for d, s in (("03_pretrain", "pretrain"), ("04_instruct_tune", "instruct_tune")) if s in sets}
+    elif name == "06_report":
+        deps |= set(dependency_closure(REPORT_INPUTS, sections))
+    deps |= _stage_refs(sec, name)
+    return tuple(s.name for s in STAGES if s.name in deps)
+
+
+def dependency_closure(names, sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """`names` and every stage they need, transitively, in stage order."""
+    needed, todo = set(), list(names)
+    while todo:
+        n = todo.pop()
+        if n not in needed:
+            needed.add(n)
+            todo.extend(stage_deps(n, sections))
+    return [s.name for s in STAGES if s.name in needed]
+
+
+def default_stages(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What `run` without --stages runs: the report and everything it needs (01 only when
+    the run's synthesizer is tuned here)."""
+    return dependency_closure([STAGES[-1].name], sections)
 
 
 def params_class(section: str):
@@ -173,8 +243,11 @@ def _begin_interactive(ctx: StageContext, st: Stage, cfg) -> None:
     from .runner import run_header
 
     run, params = dataclasses.asdict(ctx.run), dataclasses.asdict(cfg)
-    ctx.key = manifest.stage_key(manifest.params_hash(st.section, run, params), st.deps, ctx.run_dir)
     profile_path = REPO_ROOT / "params" / f"{ctx.profile}.yaml"
+    # the other sections decide some dependencies (06 on 01): the profile's values, as the runner sees them
+    sections = {**_profile_sections(profile_path, ctx.run_dir), "run": run, st.section: params}
+    deps = stage_deps(st.name, sections)
+    ctx.key = manifest.stage_key(manifest.params_hash(st.section, run, params), deps, ctx.run_dir)
     header = run_header(ctx.profile, profile_path if profile_path.exists() else "", ctx.run_dir,
                         ctx.work_root, {})
 
@@ -187,6 +260,23 @@ def _begin_interactive(ctx: StageContext, st: Stage, cfg) -> None:
     notebook = os.environ.get("JPY_SESSION_NAME") or str(st.notebook)
     manifest.begin(ctx.run_dir, st.name, key=ctx.key, mode="interactive", notebook=notebook)
     ctx.started = time.perf_counter()
+
+
+def _profile_sections(profile_path: Path, run_dir: Path) -> dict:
+    """The profile's sections (its YAML), else those a runner recorded in the run's manifest."""
+    if profile_path.exists():
+        from .profiles import load_profile
+        from .schema import SchemaError
+
+        try:
+            prof = load_profile(str(profile_path))
+            return {k: prof.section(k) for k in prof.sections}
+        except SchemaError:  # an invalid profile: fall back to the manifest
+            pass
+    try:
+        return dict(io.read_json(Path(run_dir) / manifest.MANIFEST).get("params") or {})
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
 def finish_stage(ctx: StageContext, metrics: Mapping[str, Any]) -> Path:

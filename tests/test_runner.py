@@ -136,3 +136,44 @@ def test_parse_stages_by_name_section_or_number():
     assert names == ["01_synth_tune", "02_synthesize", "03_pretrain", "04_instruct_tune"]
     with pytest.raises(ValueError, match="unknown stage '7'"):
         runner.parse_stages("7")
+
+
+def test_deps_follow_the_profile(tmp_path):
+    """02 needs 01 only when the synthesizer is tuned in this run (defect: paper-500m tuned a 7B first)."""
+    paper, tiny = load_profile("paper-500m"), load_profile("ci-tiny")
+    assert [s.name for s in runner.plan(paper, runner.parse_stages("02"), tmp_path)] == ["02_synthesize"]
+    assert [s.name for s in runner.plan(tiny, runner.parse_stages("02"), tmp_path)] == ["01_synth_tune",
+                                                                                        "02_synthesize"]
+    assert runner.deps(paper, STAGES[1]) == () and runner.deps(tiny, STAGES[1]) == ("01_synth_tune",)
+    assert "01_synth_tune" not in runner.deps(paper, STAGES[-1])
+    # a rule-based synthesis (main run and every variant) loads no model: no 01 either
+    rb = load_profile("ci-tiny")
+    rb.sections["synthesize"] = dataclasses.replace(rb.sections["synthesize"], backend="rule_based")
+    assert runner.deps(rb, STAGES[1]) == ()
+    # 03 reads 02 only through an arm that uses augmented text
+    van = load_profile("ci-tiny")
+    van.sections["pretrain"] = dataclasses.replace(van.sections["pretrain"], arms=["vanilla", "mix"])
+    assert "02_synthesize" not in runner.deps(van, STAGES[2])
+    # 01's marker does not enter paper-500m's 02 key
+    key = runner.stage_key(paper, STAGES[1], tmp_path)
+    io.write_json(tmp_path / "01_synth_tune" / runner.MARKER, {"key": "k", "completion": "c"})
+    assert runner.stage_key(paper, STAGES[1], tmp_path) == key
+    assert runner.stage_key(tiny, STAGES[1], tmp_path) != runner.stage_key(tiny, STAGES[1], tmp_path / "x")
+
+
+def test_default_run_leaves_out_unneeded_stages(tmp_path, monkeypatch):
+    calls = []
+
+    def execute(stage, params, out_nb):
+        calls.append(stage.name)
+        out_nb.write_text("{}")
+        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    logged = []
+    runner.run(load_profile("paper-500m"), out=tmp_path, log=logged.append)
+    assert calls == NAMES[1:]
+    assert any("01_synth_tune: not needed" in line for line in logged)
+    calls.clear()
+    runner.run(load_profile("paper-500m"), stages="01", out=tmp_path, log=logged.append)
+    assert calls == ["01_synth_tune"]  # still runs when asked for

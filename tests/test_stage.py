@@ -90,3 +90,13 @@ def test_papermill_mode_writes_only_metrics(tmp_path):
     assert (tmp_path / "06_report" / "metrics.json").exists()
     assert not (tmp_path / "06_report" / manifest.MARKER).exists()
     assert not (tmp_path / "manifest.json").exists()  # the runner owns it under papermill
+
+
+def test_interactive_key_uses_the_profile_deps(tmp_path, fake):
+    """A hand run of paper-500m's 02 computes the runner's key: 01 is not one of its deps."""
+    prof = load_profile("paper-500m")
+    io.write_json(tmp_path / "01_synth_tune" / manifest.MARKER, {"key": "k", "completion": "c"})
+    ns = {**prof.stage_parameters(STAGE_BY_NAME["02_synthesize"]), "run_dir": str(tmp_path), "interactive": True}
+    ctx, _ = stage.open_stage("02_synthesize", ns)
+    assert ctx.key == runner.stage_key(prof, STAGE_BY_NAME["02_synthesize"], tmp_path)
+    assert ctx.key == manifest.stage_key(prof.stage_hash(STAGE_BY_NAME["02_synthesize"]), (), tmp_path)
