@@ -3,7 +3,7 @@
 A notebook's parameters cell holds plain values: `profile`, `run_dir`, `run` (the
 profile's `run` section) and one variable per key of its own section. `open_stage`
 validates them against the same schema as the profile (papermill does no type
-checking), prepares the environment (seed, offline flags, HF_HOME in the work dir),
+checking), prepares the environment (seed, offline flags, hub caches in the work dir),
 and returns a `StageContext`. `finish_stage` writes the stage's metrics.json.
 
 Run by hand (`interactive = True`, the notebooks' default, e.g. in JupyterLab), a stage
@@ -196,9 +196,21 @@ def work_root_for(run_dir: Path, run: RunParams) -> Path:
     return run_dir / "work"
 
 
+HF_CACHE_VARS = ("HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_XET_CACHE")  # -> <work>/hf_cache/{hub,datasets,xet}
+
+
 def setup_environment(work_root: Path, run: RunParams) -> None:
-    """Process-wide settings every stage needs; idempotent."""
-    os.environ.setdefault("HF_HOME", str(work_root / "hf_home"))
+    """Process-wide settings every stage needs; idempotent.
+
+    Only the hub caches move into the work dir; HF_HOME stays where the user has it, so a
+    saved login (`hf auth login`: $HF_HOME/token, default ~/.cache/huggingface/token) and
+    HF_TOKEN keep working for gated models. A cache variable the user set is kept, and so is
+    the whole layout under an HF_HOME the user set: on a cluster, point HF_HUB_CACHE at the
+    shared cache holding the pre-downloaded models and HF_DATASETS_CACHE at node-local disk.
+    """
+    if "HF_HOME" not in os.environ:
+        for var, sub in zip(HF_CACHE_VARS, ("hub", "datasets", "xet")):
+            os.environ.setdefault(var, str(work_root / "hf_cache" / sub))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if run.offline:
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):

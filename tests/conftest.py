@@ -17,7 +17,9 @@ def pytest_collection_modifyitems(config, items):
         has_cuda = torch.cuda.is_available()
     except ImportError:
         has_cuda = False
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    if os.environ.get("IPT_GPU_TESTS_ON_CPU") == "1":
+        return  # tests/test_gpu.py runs its bodies on cpu/float32 (proves they are not dead code)
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (IPT_GPU_TESTS_ON_CPU=1 runs them on the CPU)")
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip)
@@ -25,14 +27,15 @@ def pytest_collection_modifyitems(config, items):
 
 def run_profile(profile: str, out, timeout: int):
     """`python -m ipt_utils run --profile PROFILE --out OUT` in a subprocess, as a user would
-    (the project's own HF_HOME under the run's work dir); fails with the output's tail."""
+    (no HF_HOME or cache variables of ours: hub caches land in the run's work dir); fails with the output's tail."""
     import subprocess
     import sys
 
     from ipt_utils.schema import REPO_ROOT
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HF_HOME", None)
+    for var in ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_XET_CACHE"):
+        env.pop(var, None)
     proc = subprocess.run([sys.executable, "-m", "ipt_utils", "run", "--profile", profile, "--out", str(out)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -6,6 +6,17 @@ from ipt_utils.profiles import load_profile
 from ipt_utils.stage import STAGE_BY_NAME
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """open_stage sets process-wide variables (caches under tmp dirs): undo them after each test."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def fake(monkeypatch):
     calls = []
@@ -100,3 +111,56 @@ def test_interactive_key_uses_the_profile_deps(tmp_path, fake):
     ctx, _ = stage.open_stage("02_synthesize", ns)
     assert ctx.key == runner.stage_key(prof, STAGE_BY_NAME["02_synthesize"], tmp_path)
     assert ctx.key == manifest.stage_key(prof.stage_hash(STAGE_BY_NAME["02_synthesize"]), (), tmp_path)
+
+
+_ENV_PROBE = """
+import json, sys
+from pathlib import Path
+from ipt_utils.schema import validate
+from ipt_utils.stage import RunParams, setup_environment
+run = validate(RunParams, {"seed": 0, "work_dir": "", "device": "cpu", "offline": True, "dtype": "auto"})
+setup_environment(Path(sys.argv[1]), run)
+import datasets.config, huggingface_hub
+from huggingface_hub import constants
+print(json.dumps({"token": huggingface_hub.get_token(), "hub": constants.HF_HUB_CACHE,
+                  "datasets": str(datasets.config.HF_DATASETS_CACHE)}))
+"""
+
+
+def _probe(tmp_path, **env_vars):
+    """setup_environment in a fresh interpreter (hub constants are read at import, as in a kernel)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HOME", "HF_TOKEN", "HF_TOKEN_PATH", *stage.HF_CACHE_VARS)}
+    env.update(HOME=str(tmp_path / "home"), **env_vars)
+    out = subprocess.run([sys.executable, "-c", _ENV_PROBE, str(tmp_path / "work")], env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_environment_keeps_the_hub_login_and_caches_in_work(tmp_path):
+    """Defect: HF_HOME moved into the work dir hid the saved token (gated models failed with 401)."""
+    saved = tmp_path / "home" / ".cache" / "huggingface" / "token"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("hf_savedFAKE")
+    got = _probe(tmp_path)
+    assert got["token"] == "hf_savedFAKE"
+    assert got["hub"] == str(tmp_path / "work" / "hf_cache" / "hub")
+    assert got["datasets"] == str(tmp_path / "work" / "hf_cache" / "datasets")
+    assert _probe(tmp_path, HF_TOKEN="hf_envFAKE")["token"] == "hf_envFAKE"
+    # what the user set is kept: a cache pointed elsewhere (shared / node-local disk) ...
+    got = _probe(tmp_path, HF_HUB_CACHE=str(tmp_path / "shared"))
+    assert got["hub"] == str(tmp_path / "shared") and got["token"] == "hf_savedFAKE"
+    assert got["datasets"] == str(tmp_path / "work" / "hf_cache" / "datasets")
+    # ... and an HF_HOME with its own token and caches
+    (tmp_path / "myhf").mkdir()
+    (tmp_path / "myhf" / "token").write_text("hf_homeFAKE")
+    got = _probe(tmp_path, HF_HOME=str(tmp_path / "myhf"))
+    assert got["token"] == "hf_homeFAKE" and got["hub"] == str(tmp_path / "myhf" / "hub")
+    # the token is never copied anywhere
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "FAKE" in p.read_text(errors="ignore")]
+    assert sorted(written) == sorted([saved, tmp_path / "myhf" / "token"])
