@@ -20,6 +20,10 @@
 # then templified into pre-training text (section 5).
 #
 # - **Inputs:** the synthesizer (`model`, from stage 01 in ci-tiny), the raw corpus (`corpus`).
+# - **Several shards** (`num_shards > 1`, the paper profiles): the shards are synthesized by
+#   separate jobs (`scripts/slurm/submit_synthesis.sh`, or `python -m ipt_utils synthesize
+#   --all-shards` on one machine), never in this kernel; this notebook merges them once all
+#   are done, and otherwise stops naming the missing shards and the commands that make them.
 # - **Outputs:** `<work>/02_synthesize/augmented.jsonl` (one row per raw text) and its typed
 #   twin `augmented.parquet`, finished
 #   rounds under `<work>/02_synthesize/shard-*/` (a rerun resumes; several shards are merged,
@@ -57,11 +61,22 @@ variants = []
 ctx, cfg = stage.open_stage("02_synthesize", globals())
 
 # %% [markdown]
+# ## Several shards: merge the jobs' outputs
+# With `num_shards > 1` this merges the finished shards (`merged` holds the stage's metrics)
+# and the synthesis cells below are skipped; a missing shard stops here with the commands
+# that make it. With one shard (`merged` is None) the cells below synthesize in this kernel.
+
+# %%
+merged = synthesize.collect_shards(ctx, cfg) if cfg.num_shards > 1 else None
+in_kernel = merged is None
+
+# %% [markdown]
 # ## Raw texts of this shard (empty texts skipped, markup tokens neutralised)
 
 # %%
-texts, data_stats = synthesize.load_texts(cfg)
-data_stats
+if in_kernel:
+    texts, data_stats = synthesize.load_texts(cfg)
+    display(data_stats)
 
 # %% [markdown]
 # ## Rule-based pairs in seconds (no model)
@@ -70,23 +85,26 @@ data_stats
 # pre-training document. The same rules run as a backend or as a `variants` entry.
 
 # %%
-print(rule_based.preview_document(texts[0], seed=ctx.seed))
-rule_based.preview(texts[:3], seed=ctx.seed)
+if in_kernel:
+    print(rule_based.preview_document(texts[0], seed=ctx.seed))
+    display(rule_based.preview(texts[:3], seed=ctx.seed))
 
 # %% [markdown]
 # ## Multi-round synthesis (finished rounds are reused on a rerun)
 
 # %%
-engine, tokenizer = synthesize.open_engine(ctx, cfg)
-synths, run_info = synthesize.synthesize_shard(ctx, cfg, texts, engine, tokenizer)
-print(f"backend={engine.backend} init={engine.init_s:.1f}s generate={engine.gen_s:.1f}s", run_info)
+if in_kernel:
+    engine, tokenizer = synthesize.open_engine(ctx, cfg)
+    synths, run_info = synthesize.synthesize_shard(ctx, cfg, texts, engine, tokenizer)
+    print(f"backend={engine.backend} init={engine.init_s:.1f}s generate={engine.gen_s:.1f}s", run_info)
 
 # %% [markdown]
 # ## Templify into pre-training text
 
 # %%
-rows = synthesize.write_augmented(ctx, cfg, synths)
-print(rows[0]["text"][:1500])
+if in_kernel:
+    rows = synthesize.write_augmented(ctx, cfg, synths)
+    print(rows[0]["text"][:1500])
 
 # %% [markdown]
 # ## Explore the synthesized data
@@ -103,8 +121,13 @@ explore.explorer(ctx, cfg)
 # ## Statistics
 
 # %%
-stats = synthesize.write_stats(ctx, synths, rows, cfg)
-synthesize.plot_stats(ctx, stats, cfg)
+if in_kernel:
+    stats = synthesize.write_stats(ctx, synths, rows, cfg)
+    synthesize.plot_stats(ctx, stats, cfg)
+else:  # the merged statistics of every shard
+    import pandas as pd
+
+    stats = pd.read_csv(ctx.stage_dir / "synthesis_stats.csv", nrows=1000)
 stats.head()
 
 # %% [markdown]
@@ -114,18 +137,22 @@ stats.head()
 # (pre-training arms read them; see the ablation profile). Empty in most profiles.
 
 # %%
-variant_metrics = synthesize.run_variants(ctx, cfg, texts, data_stats, engine, tokenizer)
-synthesize.variants_frame(synthesize.summarize(data_stats, synths, engine, run_info, stats), variant_metrics)
+if in_kernel:
+    variant_metrics = synthesize.run_variants(ctx, cfg, texts, data_stats, engine, tokenizer)
+    main_metrics = synthesize.summarize(data_stats, synths, engine, run_info, stats)
+else:  # merged with the main run above
+    variant_metrics, main_metrics = merged.get("variants", {}), merged
+synthesize.variants_frame(main_metrics, variant_metrics)
 
 # %% [markdown]
-# ## Finish the shard
-# With `num_shards > 1` this job synthesized one shard (outputs under
-# `<work>/02_synthesize/shard-*/`); once every shard is complete (e.g. run as a Slurm array with
-# `python -m ipt_utils synthesize --shard-index I`), this merges them into `augmented.jsonl` and
-# the stage's statistics; a missing shard stops here with a message naming it.
+# ## Finish the stage
+# One shard: mark it complete (`<work>/02_synthesize/shard-*/done.json`) and write the
+# stage's metrics. Several shards: the merged metrics from above.
 
 # %%
-metrics = synthesize.summarize(data_stats, synths, engine, run_info, stats)
-metrics = {**synthesize.finish_shard(ctx, cfg, metrics, engine), "variants": variant_metrics}
+if in_kernel:
+    metrics = {**synthesize.finish_shard(ctx, cfg, main_metrics, engine), "variants": variant_metrics}
+else:
+    metrics = merged
 stage.finish_stage(ctx, metrics)
 metrics

@@ -177,3 +177,42 @@ def test_default_run_leaves_out_unneeded_stages(tmp_path, monkeypatch):
     calls.clear()
     runner.run(load_profile("paper-500m"), stages="01", out=tmp_path, log=logged.append)
     assert calls == ["01_synth_tune"]  # still runs when asked for
+
+
+def _sharded_profile(tmp_path, num_shards=2):
+    """ci-tiny with rule-based synthesis (no model, no stage 01) over `num_shards` shards."""
+    import yaml
+
+    from ipt_utils.schema import REPO_ROOT
+
+    data = yaml.safe_load((REPO_ROOT / "params" / "ci-tiny.yaml").read_text())
+    data["synthesize"].update(backend="rule_based", num_shards=num_shards, max_texts=24)
+    path = tmp_path / "tiny-shards.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_runner_stage02_with_shards_never_synthesizes_in_the_kernel(tmp_path):
+    """Defect: with num_shards > 1 the notebook synthesized shard 0 in the kernel, then stopped.
+    Now it fails naming the missing shards and the commands; once the shard jobs ran it merges."""
+    path = _sharded_profile(tmp_path)
+    prof, out = load_profile(str(path)), tmp_path / "run"
+    with pytest.raises(runner.StageFailed) as err:
+        runner.run(prof, stages="02", out=out, log=lambda *_: None)
+    msg = str(err.value)
+    assert "ShardsIncomplete" in msg and "2 of them are not complete" in msg and "(shards 0-1)" in msg
+    assert f"scripts/slurm/submit_synthesis.sh {path} {out}" in msg
+    assert f"python -m ipt_utils synthesize --profile {path} --out {out} --num-shards 2 --all-shards" in msg
+    assert not list((out / "work" / "02_synthesize").glob("shard-*"))  # nothing synthesized in the kernel
+
+    for i in (0, 1):  # the shard jobs (a Slurm array's tasks)
+        assert cli.main(["synthesize", "--profile", str(path), "--out", str(out), "--num-shards", "2",
+                         "--shard-index", str(i)]) == 0
+    rep = runner.run(prof, stages="02", out=out, log=lambda *_: None)
+    assert rep.ran == ["02_synthesize"]
+    m = io.read_json(out / "02_synthesize" / "metrics.json")
+    assert m["shards"] == 2 and m["texts_synthesized"] == 24
+    rows = (out / "work" / "02_synthesize" / "augmented.jsonl").read_text().splitlines()
+    shards = [io.read_json(d) for d in sorted((out / "work" / "02_synthesize").glob("shard-*/done.json"))]
+    assert len(shards) == 2 and len(rows) == sum(d["rows"] for d in shards) > 0
+    assert io.read_json(out / "manifest.json")["stages"]["02_synthesize"]["status"] == "completed"
