@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,9 +337,7 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_path: str, cfg: Params, seed: int, dtype: str, device: str):
-        # in-process engine (notebooks have no __main__ guard); 1 GiB KV cache on CPU
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        vllm_environment()
         from vllm import LLM, SamplingParams
 
         kwargs = dict(model=model_path, tokenizer=model_path, max_model_len=cfg.max_model_len,
@@ -471,9 +470,22 @@ def _free_memory():
         pass
 
 
-def vllm_available() -> tuple[bool, str]:
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+def in_kernel() -> bool:
+    """Running inside a Jupyter/papermill kernel (whose main module has no __main__ guard)."""
+    return "ipykernel" in sys.modules
+
+
+def vllm_environment() -> None:
+    """Before vLLM is imported: in a kernel its engine must run in-process (no __main__ guard
+    for the engine process to re-import); a shard job (`python -m ipt_utils synthesize`) keeps
+    vLLM's default multiprocess engine (scheduling overlapped with the GPU). 1 GiB KV cache on CPU."""
+    if in_kernel():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def vllm_available() -> tuple[bool, str]:
+    vllm_environment()
     try:
         import vllm  # noqa: F401
     except Exception as e:  # noqa: BLE001 - any import failure means "not usable here"
@@ -966,6 +978,71 @@ def merge_shards(ctx, cfg: Params, model_stamp: str) -> dict:
         df.to_csv(f, index=False)
     plot_stats(ctx, df)
     return merge_metrics([d["metrics"] for d in done])
+
+
+def array_spec(indices: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2,5,7-8' (sbatch --array syntax)."""
+    parts, idx = [], sorted(indices)
+    start = prev = None
+    for i in idx + [None]:
+        if start is not None and i != prev + 1:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if start is None:
+            start = i
+        prev = i
+    return ",".join(parts)
+
+
+def _profile_arg(ctx) -> str:
+    """The profile as the commands should name it: the YAML a runner recorded for this run
+    (a profile outside params/), else the name the notebook got."""
+    from . import io
+    from .schema import REPO_ROOT
+
+    try:
+        path = str(io.read_json(Path(ctx.run_dir) / "manifest.json").get("profile_path") or "")
+    except (FileNotFoundError, ValueError):
+        path = ""
+    name = Path(str(ctx.profile)).stem
+    if not path or Path(path).stem != name or Path(path).parent == REPO_ROOT / "params":
+        return str(ctx.profile)
+    return path
+
+
+def shard_job_commands(ctx, cfg: Params, missing: Sequence[int]) -> str:
+    """The commands that make the missing shards of this run (and then the merge)."""
+    p, out, n = _profile_arg(ctx), ctx.run_dir, cfg.num_shards
+    return (f"  Slurm (from the repository root), one GPU per shard + the merge job: bash scripts/slurm/submit_synthesis.sh {p} {out}\n"
+            f"    (only these shards: ARRAY={array_spec(missing)} bash scripts/slurm/submit_synthesis.sh {p} {out})\n"
+            f"  one machine, every shard in turn: python -m ipt_utils synthesize --profile {p} --out {out} "
+            f"--num-shards {n} --all-shards\n"
+            f"  one shard per job: python -m ipt_utils synthesize --profile {p} --out {out} --num-shards {n} "
+            f"--shard-index I\n"
+            f"then run this stage again (python -m ipt_utils run --profile {p} --out {out} --stages 02): "
+            f"it merges the shards.")
+
+
+def collect_shards(ctx, cfg: Params) -> dict:
+    """Stage 02 in the notebook when num_shards > 1: nothing is synthesized in the kernel (one
+    shard of a paper profile takes hours). Every shard done -> merge them (and the variants)
+    and return the merged metrics; otherwise raise ShardsIncomplete naming the missing shards
+    and the exact commands that make them."""
+    stamp = model_stamp(ctx, cfg)
+    done, problems = shard_status(ctx.work, cfg, stamp)
+    if problems:
+        finished = {int(d["shard"].split("-of-")[0]) for d in done}
+        missing = [i for i in range(cfg.num_shards) if i not in finished]
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise ShardsIncomplete(
+            f"stage 02 has num_shards {cfg.num_shards}: the shards are synthesized by separate jobs, not in "
+            f"this notebook's kernel, and {len(missing)} of them are not complete under {ctx.work} "
+            f"(shards {array_spec(missing)}):\n  " + "\n  ".join(shown)
+            + "\nmake them with one of:\n" + shard_job_commands(ctx, cfg, missing))
+    m = merge_shards(ctx, cfg, stamp)
+    if cfg.variants:
+        m = {**m, "variants": merge_variants(ctx, cfg)}
+    return m
 
 
 def cli_context(profile, out: str | None = None, num_shards: int | None = None,
