@@ -1,4 +1,4 @@
-"""Command line: `python -m ipt_utils run|validate|list|synthesize|synth-merge`.
+"""Command line: `python -m ipt_utils run|validate|list|plan|synthesize|synth-merge`.
 
 Exit codes: 0 ok, 1 a stage failed, 2 invalid profile or arguments (nothing executed).
 """
@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate profiles without running anything")
     v.add_argument("profiles", nargs="*", help="names or paths (default: every profile in params/)")
     sub.add_parser("list", help="list profiles and stages")
+    pl = sub.add_parser("plan", help="what a profile will download, write and cost (GPU-hours), before it runs")
+    pl.add_argument("--profile", required=True, help="profile name in params/ or a YAML path")
+    pl.add_argument("--out", help="run directory (default results/runs/<profile>); for --print hub_cache")
+    pl.add_argument("--json", action="store_true", help="print the machine-readable plan (as in manifest.json)")
+    pl.add_argument("--print", dest="value", metavar="KEY",
+                    help="print one value for scripts: num_shards | synth_model | synth_gpus | hub_cache | "
+                         "gpu_hours_per_shard")
     sy = sub.add_parser("synthesize", help="stage 02 for one shard, without papermill (Slurm arrays, one job per GPU)")
     sm = sub.add_parser("synth-merge", help="merge the finished shards of stage 02 into augmented.jsonl + metrics")
     for q in (sy, sm):
@@ -53,6 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.cmd == "plan":
+        from . import plan
+
+        if args.value:
+            try:
+                print(plan.query(profiles[0], args.value, args.out))
+            except KeyError as e:
+                print(f"error: {e.args[0]}", file=sys.stderr)
+                return 2
+            return 0
+        est = plan.estimate(profiles[0])
+        if args.json:
+            import json
+
+            print(json.dumps(est, indent=1))
+        else:
+            print(plan.render(est))
+        return 0
     if args.cmd in ("synthesize", "synth-merge"):
         from .synthesize import cli_main
 

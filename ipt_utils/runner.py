@@ -144,6 +144,9 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
 
     header = run_header(profile.name, profile.path, run_dir, work_root,
                         {k: profile.section(k) for k in profile.sections})
+    from .plan import estimate
+
+    header["plan"] = estimate(profile)  # what this run was expected to download, write and cost
     manifest.update(run_dir, lambda m: m.update(header))
 
     report = RunReport(run_dir)
