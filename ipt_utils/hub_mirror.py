@@ -130,7 +130,7 @@ _FAMILY = {
     "HotpotQA": "hotpot_like", "race": "race_like", "race_c": "race_like", "dream": "race_like",
     "mctest": "race_like", "PubMedQA_no_opt": "pubmedqa_like", "PubMedQA_yes_opt": "pubmedqa_like",
     "ConvFinQA": "convfinqa_like", "CosmosQA": "cosmos_like", "ECQA": "ecqa_like", "QASC": "ecqa_like",
-    "LogiQA": "logiqa_like", "ReClor": "logiqa_like", "AQUA_RAT": "convfinqa_like",
+    "LogiQA": "logiqa_like", "ReClor": "logiqa_like"
 }
 _OPTIONS = "\nOptions:\n"
 
@@ -149,7 +149,9 @@ def _collection_records(config: str, rows: int, seed: int) -> list[dict]:
     family = _FAMILY.get(config)
     if family:
         pool = [r for r in pool if r["rc_name"] == family]
-    if config.endswith("_yes_opt") or config == "AQUA_RAT":
+    if config == "AQUA_RAT":  # math word problems with options and a rationale
+        pool = [r for r in pool if r["QA_type"] == "multiple-choice+CoT"]
+    elif config.endswith("_yes_opt"):
         pool = [r for r in pool if r["QA_type"].startswith("multiple-choice")] or pool
     rng = random.Random(f"{seed}:{config}")
     picked = [pool[i % len(pool)] for i in rng.sample(range(max(rows, len(pool))), rows)]

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import hub_mirror
 from .assets import ModelShape
 from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
@@ -52,6 +53,16 @@ class Params:
     eval_shots: int = spec(ge=0, help="demonstrations in the few-shot evaluation prompt (0 = zero-shot only)")
     eval_max_new_tokens: int = spec(ge=1)
     eval_backend: str = spec(choices=("auto", "vllm", "transformers"))
+
+    def __post_init__(self):
+        # A hub config name the collection lacks would only fail once the stage streams it.
+        if not self.data.startswith(HUB_PREFIX):
+            return
+        valid = hub_mirror.dataset_configs(self.data)
+        for key in ("datasets", "heldout_datasets"):
+            bad = [n for n in getattr(self, key) if valid is not None and n not in valid]
+            if bad:
+                raise ValueError(f"{key}: {bad} not config(s) of {self.data}; valid configs: {valid}")
 
 
 # --------------------------------------------------------------------------- data
@@ -99,7 +110,8 @@ def _iter_records(cfg: Params):
             raise ValueError("synth_tune.datasets must list the hub configs to load")
         for config in cfg.datasets:
             for i, rec in enumerate(load_dataset(name, config, split="train", streaming=True)):
-                yield f"{name}/{config}#{i}", {**rec, "rc_name": rec.get("rc_name") or config}
+                # the config the profile names is the dataset's name (a record's own rc_name may differ)
+                yield f"{name}/{config}#{i}", {**rec, "rc_name": config}
     else:
         from .io import iter_local_records
 
@@ -196,14 +208,32 @@ def base_model_dir(ctx, cfg: Params) -> str:
     return str(path)
 
 
+def base_tokenizer(ctx, cfg: Params):
+    """The base model's tokenizer, without loading the model (a tiny base is built once)."""
+    from . import assets
+
+    return assets.load_tokenizer(ctx, base_model_dir(ctx, cfg))
+
+
 def base_model_and_tokenizer(ctx, cfg: Params):
-    """The base LM to tune (4-bit quantised for QLoRA) and its tokenizer."""
+    """The base LM to tune (4-bit quantised for QLoRA) on ctx.device, and its tokenizer."""
+    return load_base_model(ctx, cfg), base_tokenizer(ctx, cfg)
+
+
+def load_base_model(ctx, cfg: Params, device: str | None = None):
+    """The base LM to tune on `device` (default ctx.device). A launched run passes "cpu":
+    FSDP shards it across the ranks (with cpu_ram_efficient_loading only rank 0 reads the
+    weights, the others get meta tensors), so no rank ever holds a full copy on its GPU."""
     from . import assets
 
     path = base_model_dir(ctx, cfg)
-    tokenizer = assets.load_tokenizer(ctx, path)
     if cfg.method != "qlora":
-        return assets.load_causal_lm(ctx, path), tokenizer
+        if device is None:
+            return assets.load_causal_lm(ctx, path)
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=ctx.torch_dtype, use_safetensors=True,
+                                                    trust_remote_code=False)
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -214,7 +244,7 @@ def base_model_and_tokenizer(ctx, cfg: Params):
                                bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
                                                  use_safetensors=True, trust_remote_code=False)
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing), tokenizer
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
 
 
 def _wrap_lora(model, cfg: Params):
@@ -226,10 +256,21 @@ def _wrap_lora(model, cfg: Params):
     return get_peft_model(model, lora)
 
 
-def _merged(ctx, cfg: Params, model):
-    """A plain checkpoint for stage 02: LoRA merged; QLoRA's adapter merged into a bf16 base."""
+def _merged(ctx, cfg: Params, model, state_dict=None):
+    """A plain checkpoint for stage 02: LoRA merged; QLoRA's adapter merged into a bf16 base.
+
+    state_dict: the full weights gathered from an FSDP-sharded run (main process only); the
+    LoRA weights are then loaded into a fresh CPU base and merged there, since the sharded
+    model itself cannot be merged or saved from one rank.
+    """
     if cfg.method == "full":
         return model
+    if state_dict is not None:
+        if cfg.method != "lora":
+            raise ValueError(f"synth_tune.method {cfg.method!r} cannot be merged from a sharded run")
+        peft_model = _wrap_lora(load_base_model(ctx, cfg, device="cpu"), cfg)
+        peft_model.load_state_dict(state_dict, strict=True)
+        return peft_model.merge_and_unload()
     if cfg.method == "lora":
         return model.merge_and_unload()
     import torch
@@ -244,19 +285,21 @@ def _merged(ctx, cfg: Params, model):
 
 
 def prepare(ctx, cfg: Params):
-    """Collection -> (examples, train, eval_seen, eval_unseen, model, tokenizer, sequences, stats)."""
+    """Collection -> (examples, train, eval_seen, eval_unseen, tokenizer, sequences, stats); no model."""
     examples, read_stats = load_collection(cfg)
     train_ex, seen, unseen = split_examples(examples, cfg, ctx.seed)
-    model, tokenizer = base_model_and_tokenizer(ctx, cfg)
+    tokenizer = base_tokenizer(ctx, cfg)
     sequences, seq_stats = build_sequences(tokenizer, train_ex, cfg.max_seq_len, ctx.seed)
-    return examples, train_ex, seen, unseen, model, tokenizer, sequences, {**read_stats, **seq_stats}
+    return examples, train_ex, seen, unseen, tokenizer, sequences, {**read_stats, **seq_stats}
 
 
-def train(ctx, cfg: Params, sequences: list[dict], model, tokenizer) -> dict:
+def train(ctx, cfg: Params, sequences: list[dict], model=None, tokenizer=None) -> dict:
     """Tune in this process, or across GPUs with `accelerate launch` when accelerate_config is set.
 
-    Checkpoints go to <work>/checkpoints and an interrupted run resumes from the last one
-    with the same data order. The final (LoRA-merged) model goes to <work>/model.
+    model None: loaded here (in-process) and dropped on return, so the caller's kernel never
+    keeps one; with accelerate_config this process loads no model at all (the launched ranks
+    do). Checkpoints go to <work>/checkpoints-<key> and an interrupted run resumes from the
+    last one with the same data order. The final (LoRA-merged) model goes to <work>/model.
     """
     if cfg.accelerate_config:
         from .launch import launch
@@ -303,24 +346,50 @@ class _StopAfter:
         return Stop()
 
 
+class _CrashHook:
+    """Trainer callback for tests (env launch.CRASH_ENV): a rank dies right after a checkpoint."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        from .launch import maybe_crash
+
+        class Crash(TrainerCallback):
+            def on_save(self, args, state, control, **kw):
+                maybe_crash(state.global_step)
+
+        return Crash()
+
+
 def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
-                      stop_after: int | None = None) -> dict:
+                      stop_after: int | None = None, launched: bool = False) -> dict:
+    """launched: under `accelerate launch`, with the state of launch.distributed_state()."""
+    import os
     import shutil
 
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from . import assets, io
+    from . import io
+    from .launch import CRASH_ENV
+    from .pretrain import save_final
 
     set_seed(ctx.seed)
+    if tokenizer is None:
+        tokenizer = base_tokenizer(ctx, cfg)
+    if model is None:
+        model = load_base_model(ctx, cfg)
     if cfg.method in ("lora", "qlora"):
         model = _wrap_lora(model, cfg)
     key = run_key(ctx, cfg, sequences)
     ckpt_dir = ctx.work / f"checkpoints-{key}"
-    for stale in ctx.work.glob("checkpoints-*"):
-        if stale != ckpt_dir:  # another configuration's checkpoints can never be resumed
-            shutil.rmtree(stale, ignore_errors=True)
-    done = sorted(int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*"))
+    if int(os.environ.get("RANK", "0")) == 0:
+        for stale in ctx.work.glob("checkpoints-*"):
+            if stale != ckpt_dir:  # another configuration's checkpoints can never be resumed
+                shutil.rmtree(stale, ignore_errors=True)
+    # complete checkpoints only: the Trainer writes trainer_state.json last
+    done = sorted(int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*")
+                  if (p / "trainer_state.json").exists())
     start_step = done[-1] if done else 0
     bf16 = ctx.torch_dtype == torch.bfloat16
     args = TrainingArguments(
@@ -332,23 +401,33 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
         save_total_limit=2, report_to=[], seed=ctx.seed, data_seed=ctx.seed,
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         gradient_checkpointing=cfg.gradient_checkpointing, use_cpu=ctx.device == "cpu",
+        # launched: keep the configured (FSDP) state instead of building a fresh one
+        accelerator_config={"use_configured_state": launched},
     )
     data = [{"input_ids": s["input_ids"], "labels": s["labels"]} for s in sequences]
+    callbacks = [_StopAfter(stop_after)] if stop_after else []
+    if os.environ.get(CRASH_ENV):
+        callbacks.append(_CrashHook())
     trainer = Trainer(model=model, args=args, train_dataset=data,
-                      data_collator=lambda b: collate(b, tokenizer.pad_token_id),
-                      callbacks=[_StopAfter(stop_after)] if stop_after else None)
+                      data_collator=lambda b: collate(b, tokenizer.pad_token_id), callbacks=callbacks)
+    del model  # the trainer holds it (sharded under FSDP)
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if done else None)
+    result = trainer.train(resume_from_checkpoint=str(ckpt_dir / f"checkpoint-{done[-1]}") if done else None)
     wall = time.perf_counter() - t0
     if stop_after and trainer.state.global_step < cfg.max_steps:
         return {"steps": trainer.state.global_step, "completed": False}
-    if trainer.is_world_process_zero():
-        assets.save_model(_merged(ctx, cfg, trainer.model), tokenizer, ctx.work / "model")
+    # every rank takes part (gathering FSDP shards); the main process merges LoRA and writes
+    save_final(trainer.accelerator, trainer.model, tokenizer, ctx.work / "model",
+               to_plain=None if cfg.method == "full" else lambda m, state_dict: _merged(ctx, cfg, m, state_dict))
+    main = trainer.is_world_process_zero()
+    if main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: optimizer states are dead weight
 
     log = [r for r in trainer.state.log_history if "loss" in r]
-    io.write_text(ctx.stage_dir / "train_log.csv",
-                  "step,loss,lr\n" + "".join(f"{r['step']},{r['loss']},{r.get('learning_rate', '')}\n" for r in log))
+    if main:
+        io.write_text(ctx.stage_dir / "train_log.csv",
+                      "step,loss,lr\n" + "".join(f"{r['step']},{r['loss']},{r.get('learning_rate', '')}\n"
+                                                 for r in log))
     mean_len = sum(len(s["input_ids"]) for s in sequences) / max(len(sequences), 1)
     steps_run = trainer.state.global_step - start_step
     return {
@@ -382,17 +461,25 @@ def plot_loss(ctx) -> Path:
 
 def main(argv=None) -> int:
     """Entry point of a launched run: accelerate launch ... -m ipt_utils.synth_tune launch.json."""
-    import os
     import sys
 
     from . import io
-    from .launch import open_from_spec
+    from .launch import distributed_state, open_from_spec, record_errors
 
-    ctx, cfg = open_from_spec((argv or sys.argv[1:])[0], "01_synth_tune", "synth_tune")
-    *_, model, tokenizer, sequences, _ = prepare(ctx, cfg)
-    metrics = _train_in_process(ctx, cfg, sequences, model, tokenizer)
-    if int(os.environ.get("RANK", "0")) == 0:
-        io.write_json(ctx.work / "launch_metrics.json", metrics)
+    spec_path = (argv or sys.argv[1:])[0]
+    with record_errors(spec_path):
+        ctx, cfg = open_from_spec(spec_path, "01_synth_tune", "synth_tune")
+        state = distributed_state()  # the process group exists before any model is loaded
+        if cfg.method == "qlora" and state.num_processes > 1:
+            raise ValueError("synth_tune.method 'qlora' is not supported across processes (4-bit weights "
+                             "under FSDP); use method 'lora', or a single process")
+        with state.main_process_first():  # one rank builds a tiny base and tokenizer, the rest read them
+            *_, tokenizer, sequences, _ = prepare(ctx, cfg)
+        # loaded on CPU (meta on ranks > 0 with cpu_ram_efficient_loading): FSDP shards it
+        metrics = _train_in_process(ctx, cfg, sequences, load_base_model(ctx, cfg, device="cpu"), tokenizer,
+                                    launched=True)
+        if state.is_main_process:
+            io.write_json(ctx.work / "launch_metrics.json", metrics)
     return 0
 
 

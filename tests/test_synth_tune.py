@@ -156,3 +156,26 @@ def test_accelerate_launch_on_cpu(tmp_path):
     cfg = _cfg(tmp_path, accelerate_config=str(cfg_file), max_steps=2)
     m = synth_tune.train(ctx, cfg, [], None, None)
     assert m["steps"] == 2 and (ctx.work / "model" / "model.safetensors").exists()
+
+
+def test_profile_refuses_a_config_the_collection_lacks(tmp_path):
+    """PubMedQA is not a config of the collection (PubMedQA_no_opt / _yes_opt are): refused at
+    validation, naming the bad name, the key and the valid names."""
+    import yaml
+
+    from ipt_utils.schema import REPO_ROOT, SchemaError
+
+    data = yaml.safe_load((REPO_ROOT / "params" / "paper-500m.yaml").read_text())
+    data["synth_tune"]["datasets"] = ["squad", "PubMedQA"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(SchemaError) as e:
+        load_profile(str(bad))
+    msg = str(e.value)
+    assert "synth_tune" in msg and "datasets" in msg and "'PubMedQA'" in msg
+    assert "PubMedQA_no_opt" in msg and "PubMedQA_yes_opt" in msg and "AQUA_RAT" in msg
+    section = {**load_profile("paper-500m").section("synth_tune"), "heldout_datasets": ["PubMedQA"]}
+    with pytest.raises(SchemaError, match="heldout_datasets"):
+        validate(synth_tune.Params, section)
+    # unknown repos and local files are not second-guessed
+    validate(synth_tune.Params, {**section, "heldout_datasets": [], "data": "hf:someone/other", "datasets": ["x"]})
