@@ -216,3 +216,58 @@ def test_runner_stage02_with_shards_never_synthesizes_in_the_kernel(tmp_path):
     shards = [io.read_json(d) for d in sorted((out / "work" / "02_synthesize").glob("shard-*/done.json"))]
     assert len(shards) == 2 and len(rows) == sum(d["rows"] for d in shards) > 0
     assert io.read_json(out / "manifest.json")["stages"]["02_synthesize"]["status"] == "completed"
+
+
+def test_slurm_submission_script(tmp_path):
+    """scripts/slurm/submit_synthesis.sh with stand-ins for sbatch and hf: array range from the
+    profile's num_shards, the merge after the array, the model pre-downloaded once into the cache."""
+    import os
+    import subprocess
+    import sys
+
+    from ipt_utils.schema import REPO_ROOT
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/bash\necho "sbatch $* NUM_SHARDS=$NUM_SHARDS PROFILE=$PROFILE" >> {log}\n'
+                                    'echo $((RANDOM + 1000))\n')
+    (bin_dir / "hf").write_text(f'#!/bin/bash\necho "hf $* cache=$HF_HUB_CACHE" >> {log}\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE")}
+    env.update(PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:{env['PATH']}", IPT_PYTHON=sys.executable)
+    script = str(REPO_ROOT / "scripts" / "slurm" / "submit_synthesis.sh")
+    run = subprocess.run(["bash", script, "paper-500m", str(tmp_path / "run"), "--account=x"], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"hf download instruction-pretrain/instruction-synthesizer cache={tmp_path}/run/work/hf_cache/hub"
+    assert "--array=0-399" in calls[1] and "--gres=gpu:1" in calls[1] and "--account=x" in calls[1]
+    assert calls[1].endswith("synthesize_array.sh NUM_SHARDS=400 PROFILE=paper-500m")
+    array_id = run.stdout.split("submitted array job ")[1].split()[0]
+    assert f"--dependency=afterok:{array_id}" in calls[2] and "synth_merge.sh" in calls[2]
+    # resubmitting only the missing shards, without downloading again
+    log.unlink()
+    run = subprocess.run(["bash", script, "paper-500m", str(tmp_path / "run")], cwd=REPO_ROOT,
+                         env={**env, "ARRAY": "3,17-20", "DOWNLOAD": "0"}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and "--array=3,17-20" in calls[0]
+
+
+def test_slurm_array_task_runs_one_shard(tmp_path):
+    """synthesize_array.sh as Slurm starts it: task i synthesizes shard i of NUM_SHARDS."""
+    import os
+    import subprocess
+    import sys
+
+    from ipt_utils.schema import REPO_ROOT
+
+    path, out = _sharded_profile(tmp_path), tmp_path / "run"
+    env = {**os.environ, "PROFILE": str(path), "RUN_DIR": str(out), "NUM_SHARDS": "2", "SLURM_ARRAY_TASK_ID": "1",
+           "IPT_PYTHON": sys.executable, "SLURM_SUBMIT_DIR": str(REPO_ROOT)}
+    run = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "slurm" / "synthesize_array.sh")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "work" / "02_synthesize" / "shard-00001-of-00002" / "done.json").exists()
+    assert not (out / "work" / "02_synthesize" / "shard-00000-of-00002").exists()
