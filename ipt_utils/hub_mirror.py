@@ -202,6 +202,8 @@ _FAKE_HASH = "0123456789abcdef"  # real names end in a per-file content hash
 
 
 def _write_refinedweb(d: Path, rows: int, seed: int, files: int) -> None:
+    import datetime as dt
+
     import pyarrow as pa
 
     files = files or 8
@@ -210,8 +212,6 @@ def _write_refinedweb(d: Path, rows: int, seed: int, files: int) -> None:
                         ("dump", pa.string()), ("segment", pa.string()),
                         ("image_urls", pa.list_(pa.list_(pa.string())))])
     texts = _take(_raw_texts("general"), rows, seed, "refinedweb")
-    import datetime as dt
-
     recs = [{"content": t, "url": f"https://example.org/page/{i}",
              "timestamp": dt.datetime(2022, 1, 1) + dt.timedelta(hours=i), "dump": "CC-MAIN-2022-05",
              "segment": f"1642320302715.{i % 100:02d}", "image_urls": []} for i, t in enumerate(texts)]
@@ -309,11 +309,11 @@ def _write_flan(d: Path, rows: int, seed: int, files: int) -> None:
                         ("_task_source", pa.string()), ("_task_name", pa.string()),
                         ("_template_type", pa.string())])
     per = rows or 4
-    for f, folder in enumerate(FLAN_FOLDERS):
+    for folder in FLAN_FOLDERS:
         source, kind = folder.split("_")[:2]
         rng = random.Random(f"{seed}:{folder}")
         recs = []
-        for j in range(per):
+        for _ in range(per):
             r = pool[rng.randrange(len(pool))]
             recs.append({"inputs": r["instruction"], "targets": r["response"], "_template_idx": rng.randrange(10),
                          "_task_source": {"flan": "Flan2021", "t0": "P3", "niv2": "NIv2", "cot": "CoT",
