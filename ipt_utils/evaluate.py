@@ -9,12 +9,23 @@ to a hub twin (`ipt_hub_<task>`). Outputs in the stage dir: results/<model_id>.j
 harness's results dict + an "ipt" block naming model, arm, run) and summary.csv
 (model_id,arm,tuned,task,metric,value,n) with canonical task names, so 06_report never
 needs to know which twin ran.
+
+Hub mirrors (rehearsals): when the environment variable IPT_HUB_MIRROR names a directory,
+every hub dataset a task loads by name -- the hub twins' `dataset_path: AdaptLLM/...` and the
+harness tasks' own (`allenai/ai2_arc`, `cais/mmlu`, ...) -- is read from
+`$IPT_HUB_MIRROR/datasets/<dataset_path>` when that directory exists (ipt_utils.eval_mirror
+writes them). Config name, splits and processing stay those of the task; only the location
+changes: a generated YAML per task (mmlu: per subject) includes the task's own YAML by
+absolute path and overrides `dataset_path`, and is indexed over the registered task of the
+same name, as a later lm-eval include path would be (`mirror_overrides`, `task_manager`).
+Unset, nothing changes.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -137,11 +148,77 @@ def check_task_data(cfg: Params) -> Path:
     return data_dir
 
 
-def task_manager(cfg: Params, include_dir: Path):
+def hub_mirror_root() -> Path | None:
+    root = os.environ.get(assets.HUB_MIRROR_ENV)
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+def mirror_dataset_dir(dataset_path: str | None, root: Path | None = None) -> Path | None:
+    """`$IPT_HUB_MIRROR/datasets/<dataset_path>` if it exists, for a hub repo name."""
+    root = root or hub_mirror_root()
+    if root is None or not dataset_path or "/" not in dataset_path or dataset_path.startswith(("/", ".")):
+        return None  # no mirror, a packaged builder ('json') or already a local path
+    d = root / "datasets" / dataset_path
+    return d if d.is_dir() else None
+
+
+def _leaf_tasks(index: dict, names) -> list[str]:
+    """Task names behind task/group/tag names (groups and tags expanded), in order."""
+    out: list[str] = []
+    for name in names:
+        entry = index.get(name)
+        if entry is None:
+            continue
+        kind = entry.kind.name
+        if kind == "TAG":
+            out += _leaf_tasks(index, sorted(entry.tags))
+        elif kind == "GROUP":
+            members = (entry.cfg or {}).get("task") or []
+            members = members if isinstance(members, list) else [members]
+            out += _leaf_tasks(index, [m if isinstance(m, str) else m.get("task") or m.get("group")
+                                       for m in members])
+        elif name not in out:
+            out.append(name)
+    return out
+
+
+def mirror_overrides(index: dict, names, out_dir: Path, root: Path) -> dict[str, str]:
+    """One YAML per task (group members included) whose dataset has a mirror under `root`:
+    the task's own YAML included by absolute path, `dataset_path` replaced, tags dropped (the
+    original tags still reach the task by name). -> {task: mirror dir}."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    done = {}
+    for task in _leaf_tasks(index, names):
+        entry = index[task]
+        mirror = mirror_dataset_dir((entry.cfg or {}).get("dataset_path"), root)
+        if mirror is None or entry.yaml_path is None:
+            continue
+        (out_dir / f"{task}.yaml").write_text(
+            f"# {task} reads {entry.cfg['dataset_path']} from its local mirror ({assets.HUB_MIRROR_ENV})\n"
+            f"include: {json.dumps(str(Path(entry.yaml_path).resolve()))}\n"
+            f"task: {json.dumps(task)}\ntag: []\ndataset_path: {json.dumps(str(mirror))}\n", encoding="utf-8")
+        done[task] = str(mirror)
+    return done
+
+
+def task_manager(cfg: Params, include_dir: Path, names=None):
+    """The TaskManager for `names` (harness task names); under IPT_HUB_MIRROR, with the
+    mirror overrides written next to `include_dir` and indexed after it."""
     from lm_eval.tasks import TaskManager
 
     # built-in tasks are indexed only when they are needed (4 s instead of 0.5 s)
-    return TaskManager(include_path=str(include_dir), include_defaults=not cfg.offline_tasks)
+    tm = TaskManager(include_path=str(include_dir), include_defaults=not cfg.offline_tasks)
+    root = hub_mirror_root()
+    if root is None or cfg.offline_tasks or not names:
+        return tm
+    mirror_dir = include_dir.with_name(include_dir.name + "_mirror")
+    if mirror_overrides(tm.task_index, list(names), mirror_dir, root):
+        # same effect as TaskManager(include_path=[include_dir, mirror_dir]) (a later path
+        # overrides a task of the same name) without indexing every built-in task twice
+        tm.task_index.update(TaskManager(include_path=str(mirror_dir), include_defaults=False).task_index)
+    return tm
 
 
 # ---------------------------------------------------------------- models
@@ -183,8 +260,11 @@ def find_models(ctx, cfg: Params) -> list[ModelEntry]:
 
 
 def _fingerprint(ctx, cfg: Params, entry: ModelEntry) -> str:
-    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "model": assets.model_fingerprint(entry.pretrained),
-                       "dtype": ctx.run.dtype, "device": ctx.device, "seed": ctx.seed}, sort_keys=True)
+    key = {"cfg": dataclasses.asdict(cfg), "model": assets.model_fingerprint(entry.pretrained),
+           "dtype": ctx.run.dtype, "device": ctx.device, "seed": ctx.seed}
+    if hub_mirror_root() is not None:  # numbers over mirrors are never reused for the real data
+        key["hub_mirror"] = str(hub_mirror_root())
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -293,7 +373,7 @@ def run_all(ctx, cfg: Params, models: list[ModelEntry]):
     data_dir = check_task_data(cfg) if cfg.offline_tasks else None
     include_dir = render_task_dir(ctx.work / "tasks", data_dir)
     names = harness_task_names(cfg)
-    tm = task_manager(cfg, include_dir)
+    tm = task_manager(cfg, include_dir, names.values())
     results_dir = ctx.stage_dir / "results"
     rows, timings, reused = [], {}, []
     for entry in models:

@@ -199,3 +199,43 @@ def test_headline_mean_over_subtasks():
     assert M.weighted_f1([(g, p) for _, g, p in items]) != pytest.approx(0.5)  # pooled differs
     assert M.subtask_weighted_f1([]) == 0.0
     assert evaluate.TASKS["headline"].metric == "subtask_weighted_f1"
+
+
+def test_hub_generation_gold_is_the_label_field():
+    """AdaptLLM's ConvFinQA/NER records carry their gold answer in `label` (no `answer`); the
+    offline fixtures keep `answer`. Both twins' target and metric read the right one."""
+    conv = {"id": 0, "input": "...\nAnswer:", "label": "25.7"}
+    assert M.gen_target(conv) == "25.7"
+    assert M.process_convfinqa(conv, ["25.71\n"])["numeric_match"] == 1.0
+    assert M.process_convfinqa(conv, ["3.0"])["numeric_match"] == 0.0
+    ner = {"id": 0, "input": "Entities:", "label": "Tim Cook, person; Apple Inc, organization"}
+    assert M.entity_f1([M.process_ner(ner, ["Tim Cook, person; Apple Inc, organization"])["entity_f1"]]) == 1.0
+    assert M.gen_target({"label": ["4.5", "4.50"]}) == "4.5"  # a list of golds: the first
+    assert M.gen_target({"input": "x", "answer": "0.25"}) == "0.25"  # offline fixtures
+    with pytest.raises(KeyError, match="neither 'label' nor 'answer'"):
+        M.gen_target({"input": "x"})
+    for base in ("_domain_convfinqa.yaml", "_domain_ner.yaml"):
+        cfg = yaml.safe_load((evaluate.TASKS_DIR / base).read_text().replace("!function", ""))
+        assert cfg["doc_to_target"].strip() == "ipt_metrics.gen_target", base
+
+
+def test_hub_twins_load_adaptllm_sets_by_config_name():
+    """dataset_name = the hub README's config (its config -> file mapping applies, e.g. ConvFinQA
+    -> ConviFinQA/test.json); never a data_dir guessed from the folder names."""
+    from ipt_utils import eval_mirror
+
+    for name, (repo, config) in eval_mirror.DOMAIN.items():
+        cfg = yaml.safe_load((evaluate.TASKS_DIR / f"ipt_hub_{name}.yaml").read_text().replace("!function", ""))
+        assert (cfg["dataset_path"], cfg.get("dataset_name")) == (repo, config), name
+        assert config in eval_mirror.ADAPTLLM[repo] and "dataset_kwargs" not in cfg, name
+    assert eval_mirror.ADAPTLLM["AdaptLLM/finance-tasks"]["ConvFinQA"] == "ConviFinQA"
+    assert set(eval_mirror.DOMAIN) == {n for n, t in evaluate.TASKS.items() if t.domain != "general"}
+
+
+def test_headline_subtask_is_the_class_id_when_present():
+    doc = {"input": "Headline: Gold up\nQuestion: Does the news headline talk about price going up?",
+           "options": ["No", "Yes"], "gold_index": 1, "class_id": 4}
+    assert M.process_headline(doc, [(-2.0, False), (-1.0, False)])["subtask_weighted_f1"] == (4, 1, 1)
+    doc["class_id"] = None  # offline fixtures have no class_id: the question text groups them
+    assert M.process_headline(doc, [(-2.0, False), (-1.0, False)])["subtask_weighted_f1"][0] == \
+        "does the news headline talk about price going up?"

@@ -92,9 +92,11 @@ def headline_subtask(text: str) -> str:
 
 
 def process_headline(doc, results):
+    """Sub-task = the hub record's `class_id` (0..8) when it has one, else its question text."""
     scores = process_domain_mc(doc, results)
-    scores["subtask_weighted_f1"] = (headline_subtask(doc["input"]), scores["micro_f1"][0],
-                                     scores["micro_f1"][1])
+    sub = doc.get("class_id")
+    sub = headline_subtask(doc["input"]) if sub is None else int(sub)
+    scores["subtask_weighted_f1"] = (sub, scores["micro_f1"][0], scores["micro_f1"][1])
     return scores
 
 
@@ -184,13 +186,25 @@ def _first(results):
     return str(r or "")
 
 
+def gen_target(doc) -> str:
+    """Gold answer of a generation doc: `label` in the AdaptLLM hub files (a string, or a list
+    whose first item is the answer), `answer` in the offline fixtures."""
+    for key in ("label", "answer"):
+        value = doc.get(key)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None:
+            return str(value)
+    raise KeyError(f"generation doc has neither 'label' nor 'answer' (fields: {sorted(doc)})")
+
+
 def process_convfinqa(doc, results):
-    return {"numeric_match": numeric_match(_first(results), doc["answer"])}
+    return {"numeric_match": numeric_match(_first(results), gen_target(doc))}
 
 
 def process_ner(doc, results):
     pred = _first(results).split("\n\n")[0]
-    return {"entity_f1": (tuple(sorted(parse_entities(doc["answer"]))), tuple(sorted(parse_entities(pred))))}
+    return {"entity_f1": (tuple(sorted(parse_entities(gen_target(doc)))), tuple(sorted(parse_entities(pred))))}
 
 
 def mean(items) -> float:
