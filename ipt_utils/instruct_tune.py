@@ -364,11 +364,14 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec", help="launch.json written by ipt_utils.launch")
-    ctx, cfg = launcher.open_from_spec(ap.parse_args(argv).spec, "04_instruct_tune", "instruct_tune")
-    acc = make_accelerator(ctx)
-    metrics = tune_arms(ctx, cfg, accelerator=acc)
-    if acc.is_main_process:
-        io.write_json(ctx.work / "launch_metrics.json", metrics)
+    spec_path = ap.parse_args(argv).spec
+    with launcher.record_errors(spec_path):
+        ctx, cfg = launcher.open_from_spec(spec_path, "04_instruct_tune", "instruct_tune")
+        launcher.distributed_state()
+        acc = make_accelerator(ctx)
+        metrics = tune_arms(ctx, cfg, accelerator=acc)
+        if acc.is_main_process:
+            io.write_json(ctx.work / "launch_metrics.json", metrics)
     return 0
 
 

@@ -187,6 +187,33 @@ def maybe_crash(step: int) -> None:
     os._exit(17)
 
 
+def distributed_state():
+    """In a launched process: the accelerate state, process group included, before any model loads.
+
+    accelerate applies an FSDP config only on accelerators: over gloo on CPU it silently
+    trains with DDP instead. For a CPU rehearsal of a GPU launch (no CUDA, FSDP config, more
+    than one process) the shared state is switched to FSDP with the config's plugin, so
+    sharding, wrapping, sharded checkpoints and the gathered final save all run for real
+    (torch FSDP2 `fully_shard` works on a CPU mesh). A no-op on GPU machines.
+    """
+    from accelerate import Accelerator, PartialState
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and not _cuda_count() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        Accelerator(cpu=True, mixed_precision="no")  # process group over gloo; state MULTI_CPU
+        state = AcceleratorState()
+        state.fsdp_plugin = FullyShardedDataParallelPlugin()  # the FSDP_* settings of the config
+        state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    state = PartialState()
+    if state.is_main_process:
+        print(f"[launch] {state.num_processes} process(es), {state.distributed_type}, device {state.device}", flush=True)
+    return state
+
+
 def open_from_spec(path: str, stage_name: str, section: str):
     """In a launched process: -> (ctx, cfg) from the launch.json the notebook wrote."""
     from . import stage

@@ -76,7 +76,7 @@ ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
 AUGMENTED_RECIPES = ("instruct", "pairs_only", "continual")  # recipes that read an augmented corpus
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
 IGNORE = -100
-RENDER_VERSION = "render-1"  # part of the cache key of rendered sources (with templify.py's bytes)
+RENDER_VERSION = "render-2"  # part of the cache key of rendered sources (with templify.py's bytes)
 TEMPLIFY_SRC = Path(__file__).resolve().parent / "templify.py"
 
 
@@ -268,7 +268,8 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
         return (_text_of(r) for r in _rows(cfg.raw_corpus))
 
     def instruct_corpus():
-        converted = {str(r["id"]) for r in aug_rows()}
+        # a row is one pre-training document: it replaces all of its member texts
+        converted = {str(i) for r in aug_rows() for i in r["member_ids"]}
         replaced = 0
         for r in _rows(cfg.raw_corpus):
             if io.record_id(r, _text_of(r)) in converted:
@@ -281,8 +282,9 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
         for r in aug_rows():
             yield r["text"]
 
-    def pairs():
-        return (render_pairs(r["pairs"]) for r in aug_rows() if r.get("pairs"))
+    def pairs():  # w/o corpora: a document's pairs, its members in order, without the texts
+        return (render_pairs([p for m in r["members"] for p in m["pairs"]])
+                for r in aug_rows() if any(m["pairs"] for m in r["members"]))
 
     def tuning():
         return (render_collection_record(r, i, ctx.seed) for i, r in enumerate(_rows(cfg.synth_collection)))
@@ -592,6 +594,7 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
     from accelerate import Accelerator
 
     from . import io
+    from .launch import maybe_crash
 
     acc = accelerator or Accelerator()
     ckpt_dir = Path(ckpt_dir)
@@ -619,6 +622,7 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
     def save(step):
         out = ckpt_dir / f"step-{step:07d}"
         acc.save_state(str(out))
+        acc.wait_for_everyone()  # every rank's shards are written before the checkpoint counts
         if acc.is_main_process:
             io.write_json(out / "trainer_state.json", state)
             for old in ckpt_dir.glob("step-*"):
@@ -668,6 +672,7 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
             break
         if step % save_steps == 0 and step < opt.total_steps:
             save(step)
+            maybe_crash(step)
     progress.close()
     completed = state["step"] >= opt.total_steps
     return TrainResult(log=state["log"], evals=state["evals"], steps_done=state["step"],
@@ -685,20 +690,29 @@ def make_accelerator(ctx, compile: bool = False):
     return Accelerator(mixed_precision=mp, cpu=ctx.device == "cpu", dynamo_backend="inductor" if compile else "no")
 
 
-def save_final(acc, model, tokenizer, out_dir: Path) -> Path:
-    """Save the trained model (gathering FSDP shards when distributed) with its tokenizer."""
+def save_final(acc, model, tokenizer, out_dir: Path, to_plain: Callable | None = None) -> Path:
+    """Save the trained model with its tokenizer (safetensors, atomically). Every rank must call it.
+
+    Distributed (FSDP): a full state dict is gathered on ALL ranks (a collective; saving the
+    sharded model from rank 0 alone fails), then the main process writes it.
+    to_plain(model, state_dict) -> the model to save, on the main process (e.g. LoRA merged);
+    state_dict is None in one process, else the gathered full weights.
+    """
     from . import assets
 
     if acc.num_processes == 1:
-        return assets.save_model(model, tokenizer, out_dir)
+        return assets.save_model(to_plain(model, None) if to_plain else model, tokenizer, out_dir)
     state_dict = acc.get_state_dict(model)
     if acc.is_main_process:
-        tmp = Path(str(out_dir) + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        if to_plain is not None:
+            assets.save_model(to_plain(acc.unwrap_model(model), state_dict), tokenizer, out_dir)
+        else:
+            tmp = Path(str(out_dir) + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            acc.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            tmp.rename(out_dir)
     acc.wait_for_everyone()
     return Path(out_dir)
 
@@ -715,9 +729,14 @@ def write_loss_csv(path: Path, log: list) -> Path:
 
 # =========================================================================== pre-training
 
-def init_model(ctx, cfg: Params, arm: str, tokenizer):
+def init_model(ctx, cfg: Params, arm: str, tokenizer, acc=None):
     """A fresh model (shared seeded init across arms) or the base model, fp32 weights,
-    cfg.attn_implementation (sdpa | flash_attention_2 | eager)."""
+    cfg.attn_implementation (sdpa | flash_attention_2 | eager).
+
+    acc: the run's accelerator. Launched, the init model is built and saved by the main
+    process only while the others wait (ranks racing to replace the init dir crashed); then
+    every rank loads it.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -729,8 +748,10 @@ def init_model(ctx, cfg: Params, arm: str, tokenizer):
             assets.resolve_model(ctx, cfg.base_model), dtype=torch.float32, attn_implementation=attn,
             use_safetensors=True, trust_remote_code=False)
     init_dir = ctx.work / "init" / _init_key(cfg, tokenizer, ctx.seed)
-    if not (init_dir / "config.json").exists():
-        assets.build_tiny_model(init_dir, cfg.model, tokenizer, seed=ctx.seed)
+    with acc.main_process_first() if acc is not None else contextlib.nullcontext():
+        if not (init_dir / "config.json").exists():
+            assets.build_tiny_model(init_dir, cfg.model, tokenizer, seed=ctx.seed)
+            print(f"[pretrain] built the init model {init_dir}", flush=True)
     return AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32, attn_implementation=attn)
 
 
@@ -795,7 +816,7 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
         raise ValueError(f"batch of {cfg.batch_seqs} sequences does not split over "
                          f"{acc.num_processes} devices x micro_batch_size {cfg.micro_batch_size}")
     torch.manual_seed(ctx.seed)
-    model = init_model(ctx, cfg, arm, tok)
+    model = init_model(ctx, cfg, arm, tok, acc)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     opt = OptimConfig(learning_rate=cfg.learning_rate, total_steps=cfg.steps,
@@ -934,13 +955,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec", help="launch.json written by ipt_utils.pretrain.launch")
     args = ap.parse_args(argv)
-    ctx, cfg = launcher.open_from_spec(args.spec, "03_pretrain", "pretrain")
-    acc = make_accelerator(ctx, compile=cfg.compile)
-    with acc.main_process_first():
-        data = prepare_data(ctx, cfg)
-    metrics = {"arms": {arm: train_arm(ctx, cfg, d, accelerator=acc) for arm, d in data.items()}}
-    if acc.is_main_process:
-        io.write_json(ctx.work / "launch_metrics.json", metrics)
+    with launcher.record_errors(args.spec):
+        ctx, cfg = launcher.open_from_spec(args.spec, "03_pretrain", "pretrain")
+        launcher.distributed_state()
+        acc = make_accelerator(ctx, compile=cfg.compile)
+        with acc.main_process_first():
+            data = prepare_data(ctx, cfg)
+        metrics = {"arms": {arm: train_arm(ctx, cfg, d, accelerator=acc) for arm, d in data.items()}}
+        if acc.is_main_process:
+            io.write_json(ctx.work / "launch_metrics.json", metrics)
     return 0
 
 

@@ -107,41 +107,51 @@ def evaluate_models(ctx, cfg, models: dict[str, str], eval_sets: dict, demos: di
     """Generate and score; -> DataFrame with one row per (model, prompt, split).
 
     models: name -> local dir or hub name; eval_sets: split ("seen"/"unseen") -> examples.
+    One engine at a time: memory the kernel still holds (e.g. a trained model) is freed first,
+    every prompt of a model goes to its engine in one call (vLLM schedules them itself; the
+    transformers backend splits them into batches), and each engine is shut down before the
+    next one starts.
     """
     from types import SimpleNamespace
 
     import pandas as pd
 
     from .format import parse_pairs_with_stats
-    from .synthesize import Tokenizer, fit_prompt, make_engine
+    from .synthesize import Tokenizer, _free_memory, fit_prompt, make_engine
 
+    _free_memory()
     gen_cfg = _engine_params(cfg)
     budget = gen_cfg.max_model_len - gen_cfg.max_new_tokens
+    settings = [("zero-shot", 0)] + ([("few-shot", cfg.eval_shots)] if cfg.eval_shots else [])
     rows = []
     for model_name, path in models.items():
         from transformers import AutoTokenizer
 
         hf_tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         tok = Tokenizer(hf_tok)
-        engine = make_engine(path, hf_tok, gen_cfg, seed=ctx.seed, device=ctx.device, dtype=ctx.torch_dtype)
-        for prompt_kind, shots in (("zero-shot", 0), ("few-shot", cfg.eval_shots)):
-            if prompt_kind == "few-shot" and shots == 0:
-                continue
+        cells, prompts = [], []  # (prompt kind, split, examples, first prompt index)
+        for prompt_kind, shots in settings:
             for split, exs in eval_sets.items():
-                prompts = []
+                cells.append((prompt_kind, split, exs, len(prompts)))
                 for e in exs:
                     hist = [SimpleNamespace(prompt_text=d.context, pairs=d.pairs) for d in demos[e.dataset][:shots]]
                     prompts.append(fit_prompt(e.context, hist, tok, budget)[0])
-                outs = engine(prompts) if prompts else []
-                scored, items, failed = [], 0, 0
-                for e, out in zip(exs, outs):
-                    pairs, st = parse_pairs_with_stats(out.text)
-                    items += st.items
-                    failed += st.malformed
-                    scored.append(score_context(pairs, e.pairs))
-                rows.append({"model": model_name, "prompt": prompt_kind, "split": split,
-                             **aggregate(scored, items, failed)})
-        del engine
+        engine = make_engine(path, hf_tok, gen_cfg, seed=ctx.seed, device=ctx.device, dtype=ctx.torch_dtype)
+        if engine.backend == "vllm":
+            engine.batch_size = max(len(prompts), 1)
+        try:
+            outs = engine(prompts) if prompts else []
+        finally:
+            engine.close()
+        for prompt_kind, split, exs, start in cells:
+            scored, items, failed = [], 0, 0
+            for e, out in zip(exs, outs[start:start + len(exs)]):
+                pairs, st = parse_pairs_with_stats(out.text)
+                items += st.items
+                failed += st.malformed
+                scored.append(score_context(pairs, e.pairs))
+            rows.append({"model": model_name, "prompt": prompt_kind, "split": split,
+                         **aggregate(scored, items, failed)})
     return pd.DataFrame(rows)
 
 

@@ -285,12 +285,13 @@ def finish(p: Planned, out, r: int, tok, chain_prefix: str = "") -> Synth:
 
     text, n_tokens = (out, len(tok.encode(out))) if isinstance(out, str) else out
     pairs, st = parse_pairs_with_stats(text)
-    inherited = bool(p.history)
+    chained = bool(p.history)
     return Synth(
         key=p.key, id=p.text.id, domain=p.text.domain, raw_text=p.text.text, prompt_text=p.prompt_text,
         round=r, slot=p.slot, history=[h.key for h in p.history], history_dropped=p.dropped,
-        inherited=inherited,
-        chain_id=p.history[-1].chain_id if inherited else f"{chain_prefix}{p.key}",
+        # as the release means it: a history was in the prompt AND the text produced pairs
+        inherited=chained and bool(pairs),
+        chain_id=p.history[-1].chain_id if chained else f"{chain_prefix}{p.key}",
         truncated=p.truncated, neutralised=p.text.neutralised, prompt_tokens=len(p.ids),
         gen_tokens=n_tokens, generated=text, pairs=[list(x) for x in pairs], items=st.items,
         malformed=st.malformed, duplicates=st.duplicates,
@@ -358,6 +359,13 @@ class VLLMEngine:
                                  use_tqdm=False)
         return [GenOut(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outs]
 
+    def shutdown(self) -> None:
+        """Stop the engine core (its GPU memory and workers) before another engine starts."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if hasattr(core, "shutdown"):
+            core.shutdown()
+        del self.llm
+
 
 class TransformersEngine:
     """Greedy batched generate with left padding (callers pass length-sorted batches)."""
@@ -417,7 +425,17 @@ class Engine:
 
     def sharing(self) -> "Engine":
         """A new Engine on this one's backend (started at most once), with its own timers."""
-        return Engine(lambda: self.impl, self.backend, self.batch_size, self.model_stamp)
+        shared = Engine(lambda: self.impl, self.backend, self.batch_size, self.model_stamp)
+        shared._borrowed = True  # closing it must not stop this engine's backend
+        return shared
+
+    def close(self) -> None:
+        """Shut the backend down (if started) and free its memory; a later call restarts it."""
+        impl, self._impl = self._impl, None
+        if impl is not None and not getattr(self, "_borrowed", False) and hasattr(impl, "shutdown"):
+            impl.shutdown()
+        del impl
+        _free_memory()
 
     @property
     def impl(self):
@@ -629,7 +647,10 @@ def synthesize_shard(ctx, cfg: Params, texts: Sequence[RawText], engine: Engine,
 
 
 def build_rows(synths: Sequence[Synth], seed: int) -> list[dict]:
-    """Templify every chain; rows grouped by chain (chain order = first member's position)."""
+    """Templify every chain -> one row per pre-training document (chain order = first member's
+    position; a chain's documents in order). A row: id (its first member's id), member_ids,
+    domain, chain_id, text, layout, mode, dropped_pairs and `members` (per source text: id,
+    raw_text, pairs, mode, inherited, dropped_pairs). Every text is in exactly one row."""
     from .templify import Member, templify_chain
 
     chains: dict[str, list[Synth]] = {}
@@ -637,11 +658,15 @@ def build_rows(synths: Sequence[Synth], seed: int) -> list[dict]:
         chains.setdefault(s.chain_id, []).append(s)
     rows = []
     for cid, members in sorted(chains.items(), key=lambda kv: kv[1][0].key):
-        rendered = templify_chain([Member(m.id, m.raw_text, m.pairs) for m in members], seed, cid)
-        for m, t in zip(members, rendered):
-            rows.append({"id": m.id, "domain": m.domain, "text": t["text"], "raw_text": m.raw_text,
-                         "pairs": m.pairs, "chain_id": cid, "inherited": m.inherited,
-                         "mode": t["mode"], "layout": t["layout"]})
+        docs = templify_chain([Member(m.id, m.raw_text, m.pairs) for m in members], seed, cid)
+        k = 0
+        for d in docs:
+            ms, k = members[k:k + len(d["member_ids"])], k + len(d["member_ids"])
+            rows.append({"id": d["id"], "member_ids": d["member_ids"], "domain": ms[0].domain, "chain_id": cid,
+                         "text": d["text"], "layout": d["layout"], "mode": d["mode"], "dropped_pairs": d["dropped"],
+                         "members": [{"id": m.id, "raw_text": m.raw_text, "pairs": m.pairs, "mode": i["mode"],
+                                      "inherited": m.inherited, "dropped_pairs": i["dropped"]}
+                                     for m, i in zip(ms, d["members"])]})
     return rows
 
 
@@ -659,13 +684,21 @@ def write_augmented(ctx, cfg: Params, synths: Sequence[Synth]) -> list[dict]:
 
 
 def augmented_schema():
-    """Typed Parquet schema of the augmented rows: pairs as (instruction, response) structs."""
+    """Typed Parquet schema of the augmented rows (one per document): members as structs,
+    their pairs as (instruction, response) structs."""
     import pyarrow as pa
 
     pair = pa.struct([("instruction", pa.string()), ("response", pa.string())])
-    return pa.schema([("id", pa.string()), ("domain", pa.string()), ("text", pa.string()),
-                      ("raw_text", pa.string()), ("pairs", pa.list_(pair)), ("chain_id", pa.string()),
-                      ("inherited", pa.bool_()), ("mode", pa.string()), ("layout", pa.string())])
+    member = pa.struct([("id", pa.string()), ("raw_text", pa.string()), ("pairs", pa.list_(pair)),
+                        ("mode", pa.string()), ("inherited", pa.bool_()), ("dropped_pairs", pa.int32())])
+    return pa.schema([("id", pa.string()), ("member_ids", pa.list_(pa.string())), ("domain", pa.string()),
+                      ("chain_id", pa.string()), ("text", pa.string()), ("layout", pa.string()),
+                      ("mode", pa.string()), ("dropped_pairs", pa.int32()), ("members", pa.list_(member))])
+
+
+def _typed_row(r: dict) -> dict:
+    return {**r, "members": [{**m, "pairs": [{"instruction": q, "response": a} for q, a in m["pairs"]]}
+                             for m in r["members"]]}
 
 
 def write_parquet_twin(jsonl: Path, rows=None) -> Path:
@@ -674,7 +707,7 @@ def write_parquet_twin(jsonl: Path, rows=None) -> Path:
     from . import io
 
     source = rows if rows is not None else io.iter_jsonl(jsonl)
-    typed = ({**r, "pairs": [{"instruction": q, "response": a} for q, a in r["pairs"]]} for r in source)
+    typed = (_typed_row(r) for r in source)
     out = Path(jsonl).with_suffix(".parquet")
     io.write_parquet(out, typed, augmented_schema())
     return out
@@ -683,10 +716,11 @@ def write_parquet_twin(jsonl: Path, rows=None) -> Path:
 def stats_frame(synths: Sequence[Synth], rows: Sequence[dict]):
     import pandas as pd
 
-    by_id = {(r["chain_id"], r["id"]): r for r in rows}
+    # per text: its document (id, size, characters) and its own mode / dropped pairs
+    by_id = {m["id"]: (r, m) for r in rows for m in r["members"]}
     recs = []
     for s in synths:
-        row = by_id.get((s.chain_id, s.id), {})
+        row, mem = by_id.get(s.id, ({}, {}))
         recs.append({"id": s.id, "domain": s.domain, "round": s.round, "slot": s.slot,
                      "chain_id": s.chain_id, "inherited": s.inherited, "history_len": len(s.history),
                      "history_dropped": s.history_dropped, "truncated": s.truncated,
@@ -694,7 +728,9 @@ def stats_frame(synths: Sequence[Synth], rows: Sequence[dict]):
                      "gen_tokens": s.gen_tokens, "items": s.items, "pairs": len(s.pairs),
                      "malformed": s.malformed, "duplicates": s.duplicates,
                      "tokens_per_pair": s.pair_tokens / len(s.pairs) if s.pairs else float("nan"),
-                     "mode": row.get("mode", ""), "layout": row.get("layout", "")})
+                     "mode": mem.get("mode", ""), "layout": row.get("layout", ""),
+                     "dropped_pairs": mem.get("dropped_pairs", 0), "doc_id": row.get("id", ""),
+                     "doc_texts": len(row.get("member_ids", ())), "doc_chars": len(row.get("text", ""))})
     return pd.DataFrame(recs)
 
 
@@ -717,28 +753,63 @@ def write_stats(ctx, synths: Sequence[Synth], rows: Sequence[dict], cfg: Params 
     return df
 
 
+TPP_BINS = 20  # histogram bins of tokens per pair in synthesis.png
+
+
+def stats_tally(df) -> dict:
+    """What synthesis.png shows, as counts: pairs per text, tokens-per-pair histogram, mode/layout mix."""
+    import numpy as np
+
+    tpp = df["tokens_per_pair"].dropna().to_numpy(dtype=float)
+    return {"pairs": df["pairs"].value_counts().to_dict(), "tpp": np.histogram(tpp, bins=TPP_BINS),
+            **{col: df[col].value_counts().to_dict() for col in ("mode", "layout")}}
+
+
 def plot_stats(ctx, df, cfg: Params | None = None) -> Path:
+    return draw_stats(stats_dir(ctx, cfg) / "synthesis.png", stats_tally(df))
+
+
+def draw_stats(path: Path, tally: dict) -> Path:
+    """synthesis.png from stats_tally counts (the merge builds them without loading every row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(2, 2, figsize=(10, 7))
-    ax[0, 0].hist(df["pairs"], bins=range(0, int(df["pairs"].max() if len(df) else 0) + 2),
-                  align="left", rwidth=0.8)
+    pairs = sorted(tally["pairs"].items())
+    ax[0, 0].hist([k for k, _ in pairs], bins=range(0, int(pairs[-1][0] if pairs else 0) + 2),
+                  weights=[c for _, c in pairs], align="left", rwidth=0.8)
     ax[0, 0].set(title="pairs per text", xlabel="pairs", ylabel="texts")
-    tpp = df["tokens_per_pair"].dropna()
-    ax[0, 1].hist(tpp, bins=20)
+    counts, edges = tally["tpp"]
+    ax[0, 1].hist(edges[:-1], bins=edges, weights=counts)
     ax[0, 1].set(title="tokens per pair (instruction + response)", xlabel="tokens")
     for a, col in ((ax[1, 0], "mode"), (ax[1, 1], "layout")):
-        counts = df[col].value_counts()
-        a.barh(counts.index.astype(str), counts.values)
+        mix = sorted(tally[col].items(), key=lambda kv: -kv[1])
+        a.barh([str(k) for k, _ in mix], [c for _, c in mix])
         a.set(title=f"{col} mix", xlabel="texts")
     fig.tight_layout()
-    path = stats_dir(ctx, cfg) / "synthesis.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def document_metrics(df) -> dict:
+    """Pre-training documents of a stats frame (one line per text, with its document's id,
+    size and characters): counts, layout mix per document, dropped pairs."""
+    if not len(df) or "doc_id" not in df:
+        return {"documents": 0, "multi_text_documents": 0, "document_chars_total": 0, "dropped_pairs_total": 0,
+                "document_layout_mix": {}, "mean_document_chars": 0.0, "multi_text_share": 0.0,
+                "texts_per_document": 0.0}
+    docs = df.drop_duplicates("doc_id")
+    n = len(docs)
+    return {"documents": n, "multi_text_documents": int((docs["doc_texts"] > 1).sum()),
+            "document_chars_total": int(docs["doc_chars"].sum()),
+            "dropped_pairs_total": int(df["dropped_pairs"].sum()),
+            "document_layout_mix": docs["layout"].value_counts().to_dict(),
+            "mean_document_chars": float(docs["doc_chars"].mean()),
+            "multi_text_share": float((docs["doc_texts"] > 1).mean()),
+            "texts_per_document": len(df) / n}
 
 
 def summarize(data_stats: dict, synths: Sequence[Synth], engine: Engine, info: dict, df) -> dict:
@@ -765,6 +836,7 @@ def summarize(data_stats: dict, synths: Sequence[Synth], engine: Engine, info: d
         "history_links_dropped": sum(s.history_dropped for s in synths),
         "mode_mix": df["mode"].value_counts().to_dict() if n else {},
         "layout_mix": df["layout"].value_counts().to_dict() if n else {},
+        **document_metrics(df),
         "backend": engine.backend,
         "engine_init_s": round(engine.init_s, 3),
         "generate_s": round(gen_s, 3),
@@ -861,7 +933,8 @@ SUM_KEYS = ("texts_in", "texts_skipped_empty", "texts_skipped", "texts_neutralis
             "texts_synthesized", "texts_truncated", "texts_without_pairs", "pairs_total",
             "history_links_dropped", "items_total", "malformed_total", "duplicates_total",
             "pair_tokens_total", "inherited_total", "fresh_input_tokens", "fresh_output_tokens",
-            "engine_calls", "rounds_resumed", "rounds_generated")
+            "engine_calls", "rounds_resumed", "rounds_generated",
+            "documents", "multi_text_documents", "document_chars_total", "dropped_pairs_total")
 
 
 class ShardsIncomplete(RuntimeError):
@@ -887,7 +960,7 @@ def finish_shard(ctx, cfg: Params, metrics: dict, engine: Engine, merge: bool = 
 
     io.write_json(shard_dir(ctx.work, cfg) / DONE, {
         "shard": shard_name(cfg.shard_index, cfg.num_shards), "params_key": params_key(cfg, engine.model_stamp),
-        "rows": metrics["texts_synthesized"], "metrics": metrics})
+        "rows": metrics.get("documents", metrics["texts_synthesized"]), "metrics": metrics})
     if merge and cfg.num_shards > 1:
         return merge_shards(ctx, cfg, engine.model_stamp)
     return metrics
@@ -934,7 +1007,12 @@ def merge_metrics(shard_metrics: Sequence[dict]) -> dict:
     m["shard_by"] = "files" if by_files else "records"
     n, pairs, items = m["texts_synthesized"], m["pairs_total"], m["items_total"]
     gen_s = sum(s.get("generate_s", 0.0) for s in shard_metrics)
-    mix = {k: dict(sum((Counter(s.get(k, {})) for s in shard_metrics), Counter())) for k in ("mode_mix", "layout_mix")}
+    mix = {k: dict(sum((Counter(s.get(k, {})) for s in shard_metrics), Counter()))
+           for k in ("mode_mix", "layout_mix", "document_layout_mix")}
+    docs = m["documents"]
+    mix["mean_document_chars"] = m["document_chars_total"] / docs if docs else 0.0
+    mix["multi_text_share"] = m["multi_text_documents"] / docs if docs else 0.0
+    mix["texts_per_document"] = n / docs if docs else 0.0
     m.update({
         "pairs_per_text": pairs / n if n else 0.0,
         "tokens_per_pair": m["pair_tokens_total"] / pairs if pairs else 0.0,
@@ -959,8 +1037,6 @@ def merge_shards(ctx, cfg: Params, model_stamp: str) -> dict:
     is complete and was synthesized with the same params and weights."""
     import shutil
 
-    import pandas as pd
-
     from . import io
 
     done, problems = shard_status(ctx.work, cfg, model_stamp)
@@ -977,13 +1053,71 @@ def merge_shards(ctx, cfg: Params, model_stamp: str) -> dict:
             with open(augmented_path(ctx.work, c), "rb") as f:
                 shutil.copyfileobj(f, out)
     write_parquet_twin(Path(ctx.work) / "augmented.jsonl")
-    frames = [pd.read_csv(shard_dir(ctx.work, c) / "synthesis_stats.csv").assign(shard=c.shard_index)
-              for c in shards]
-    df = pd.concat(frames, ignore_index=True)
-    with io.atomic_open(ctx.stage_dir / "synthesis_stats.csv") as f:
-        df.to_csv(f, index=False)
-    plot_stats(ctx, df)
+    tally = merge_stats_csv([(c.shard_index, shard_dir(ctx.work, c) / "synthesis_stats.csv") for c in shards],
+                            ctx.stage_dir / "synthesis_stats.csv")
+    draw_stats(ctx.stage_dir / "synthesis.png", tally)
     return merge_metrics([d["metrics"] for d in done])
+
+
+def merge_stats_csv(parts: Sequence[tuple[int, Path]], out: Path) -> dict:
+    """Concatenate per-shard synthesis_stats.csv files (a `shard` column appended) into `out`,
+    streamed row by row (400 shards hold ~40M rows: never all in memory); -> stats_tally counts.
+
+    Fields are copied as written (csv module, the quoting pandas' to_csv uses), so the file is
+    what reading every shard with pandas and writing the concatenation gave, without parsing
+    ids or floats. A second pass over `out` bins tokens per pair once its range is known.
+    """
+    import csv
+    from collections import Counter
+
+    import numpy as np
+
+    from . import io
+
+    tally = {"pairs": Counter(), "mode": Counter(), "layout": Counter()}
+    header, lo, hi = None, float("inf"), float("-inf")
+    with io.atomic_open(out) as f:
+        w = csv.writer(f, lineterminator="\n")
+        for shard, path in parts:
+            with open(path, newline="", encoding="utf-8") as g:
+                r = csv.reader(g)
+                cols = next(r, None)
+                if cols is None:
+                    raise ValueError(f"{path}: empty statistics file (no header line)")
+                if header is None:
+                    header = cols
+                    w.writerow(cols + ["shard"])
+                    at = {c: cols.index(c) for c in ("pairs", "tokens_per_pair", "mode", "layout")}
+                elif cols != header:
+                    raise ValueError(f"{path}: columns {cols} differ from the first shard's {header}")
+                for lineno, row in enumerate(r, 2):
+                    if len(row) != len(header):
+                        raise ValueError(f"{path}:{lineno}: {len(row)} fields, expected {len(header)}")
+                    w.writerow(row + [str(shard)])
+                    tally["pairs"][int(row[at["pairs"]])] += 1
+                    for col in ("mode", "layout"):
+                        if row[at[col]]:  # empty = NaN, not counted (as value_counts)
+                            tally[col][row[at[col]]] += 1
+                    tpp = row[at["tokens_per_pair"]]
+                    if tpp and tpp.lower() != "nan":
+                        lo, hi = min(lo, float(tpp)), max(hi, float(tpp))
+    hist_range = (lo, hi) if lo <= hi else None
+    counts = np.histogram([], bins=TPP_BINS, range=hist_range)[0]
+    edges = np.histogram_bin_edges([], bins=TPP_BINS, range=hist_range)
+    if hist_range is not None:
+        with open(out, newline="", encoding="utf-8") as g:
+            r = csv.reader(g)
+            k = next(r).index("tokens_per_pair")
+            buf = []
+            for row in r:
+                if row[k] and row[k].lower() != "nan":
+                    buf.append(float(row[k]))
+                if len(buf) >= 1 << 12:
+                    counts += np.histogram(buf, bins=TPP_BINS, range=hist_range)[0]
+                    buf = []
+            counts += np.histogram(buf, bins=TPP_BINS, range=hist_range)[0]
+    tally["tpp"] = (counts, edges)
+    return {k: dict(v) if isinstance(v, Counter) else v for k, v in tally.items()}
 
 
 def array_spec(indices: Sequence[int]) -> str:

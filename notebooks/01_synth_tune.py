@@ -67,15 +67,18 @@ ctx, cfg = stage.open_stage("01_synth_tune", globals())
 # %%
 examples, read_stats = synth_tune.load_collection(cfg)
 train, eval_seen, eval_unseen = synth_tune.split_examples(examples, cfg, ctx.seed)
-model, tokenizer = synth_tune.base_model_and_tokenizer(ctx, cfg)
+tokenizer = synth_tune.base_tokenizer(ctx, cfg)  # no model in this kernel: `train` loads it (or launches)
 sequences, seq_stats = synth_tune.build_sequences(tokenizer, train, cfg.max_seq_len, ctx.seed)
 print(read_stats, seq_stats, f"eval: {len(eval_seen)} seen / {len(eval_unseen)} unseen contexts")
 
 # %% [markdown]
 # ## Train (loss on pairs only)
+# In this process, or with `accelerate_config` across processes/GPUs (`accelerate launch`, FSDP;
+# the launch's output shows below and is kept in `<work>/01_synth_tune/launch.log`). Either
+# way the trained model is written to disk and not kept here.
 
 # %%
-train_metrics = synth_tune.train(ctx, cfg, sequences, model, tokenizer)
+train_metrics = synth_tune.train(ctx, cfg, sequences, None, tokenizer)
 synth_tune.plot_loss(ctx)
 train_metrics
 
