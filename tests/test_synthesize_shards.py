@@ -41,13 +41,14 @@ def _job(work, stage_dir, cfg, tok, stamp="m"):
 
 
 def _assert_parquet_twin(jsonl, rows):
-    """<stem>.parquet loads with `datasets` and equals the JSONL rows (pairs as structs)."""
+    """<stem>.parquet loads with `datasets` and equals the JSONL rows (members' pairs as structs)."""
     from datasets import load_dataset
 
     ds = load_dataset("parquet", data_files=str(jsonl.with_suffix(".parquet")), split="train")
     assert ds.num_rows == len(rows) and ds.column_names == list(rows[0])
-    got = [{**r, "pairs": [[p["instruction"], p["response"]] for p in r["pairs"]]} for r in ds]
-    assert got == rows and any(r["pairs"] for r in rows)
+    got = [{**r, "members": [{**m, "pairs": [[p["instruction"], p["response"]] for p in m["pairs"]]}
+                             for m in r["members"]]} for r in ds]
+    assert got == rows and any(m["pairs"] for r in rows for m in r["members"])
 
 
 def test_two_shards_merged_equal_one_shard(tmp_path):
@@ -69,13 +70,14 @@ def test_two_shards_merged_equal_one_shard(tmp_path):
     merged = sy.finish_shard(ctx, shards[1], m, eng)  # the last shard merges
 
     rows = [json.loads(x) for x in (work / "augmented.jsonl").read_text().splitlines()]
-    ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(r["id"] for r in single)  # each text once
+    ids = [i for r in rows for i in r["member_ids"]]
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(i for r in single for i in r["member_ids"])  # each text once
     # shard 0's rows come first (deterministic order); chain ids are unique across shards
-    assert {r["id"] for r in rows[:m0["texts_synthesized"]]} <= {f"t{i:03d}" for i in range(0, 40, 2)}
+    assert {i for r in rows[:m0["documents"]] for i in r["member_ids"]} <= {f"t{i:03d}" for i in range(0, 40, 2)}
     assert all(r["chain_id"].split("-")[0] in ("0", "1") for r in rows)
     # the fake synthesizer's pairs depend on the text alone, so each text's pairs match
-    assert {r["id"]: r["pairs"] for r in rows} == {r["id"]: r["pairs"] for r in single}
+    assert {m["id"]: m["pairs"] for r in rows for m in r["members"]} == \
+        {m["id"]: m["pairs"] for r in single for m in r["members"]}
     for k in ("texts_in", "records_read", "texts_skipped", "texts_synthesized", "pairs_total",
               "texts_without_pairs", "items_total", "pairs_per_text", "tokens_per_pair", "parse_failure_rate"):
         assert merged[k] == pytest.approx(m1[k]), k
@@ -134,7 +136,7 @@ def test_cli_shards_then_merge(cli_profile, monkeypatch, capsys):
     assert cli.main(["synth-merge", "--profile", prof, "--out", str(out), "--num-shards", "3"]) == 0
     rows = [json.loads(x) for x in (out / "work/02_synthesize/augmented.jsonl").read_text().splitlines()]
     want = sorted(r["id"] for r in recs if r["text"].strip())
-    assert sorted(r["id"] for r in rows) == want
+    assert sorted(i for r in rows for i in r["member_ids"]) == want
     m = json.loads((out / "02_synthesize/metrics.json").read_text())
     assert m["texts_synthesized"] == len(want) and m["records_read"] == 48 and m["shards"] == 3
     assert cli.main(["synthesize", "--profile", prof, "--out", str(out), "--num-shards", "3", "--shard-index", "3"]) == 2
@@ -203,7 +205,7 @@ def test_kill_9_then_rerun_gives_identical_output(cli_profile, monkeypatch):
     assert 0 < m["inherited_share"] < 1 and m["texts_without_pairs"] > 0  # chains form and break
     got = (killed / "work/02_synthesize/augmented.jsonl").read_bytes()
     assert got == (clean / "work/02_synthesize/augmented.jsonl").read_bytes()
-    ids = [json.loads(x)["id"] for x in got.decode().splitlines()]
+    ids = [i for x in got.decode().splitlines() for i in json.loads(x)["member_ids"]]
     assert len(ids) == len(set(ids)) and sorted(ids) == sorted(r["id"] for r in recs if r["text"].strip())
     assert (killed / "02_synthesize/synthesis_stats.csv").read_bytes() == \
         (clean / "02_synthesize/synthesis_stats.csv").read_bytes()
@@ -293,3 +295,87 @@ def test_bench_in_memory_model_path(tmp_path, monkeypatch):
     res = json.loads(next(tmp_path.glob("synthesize_cpu_*.json")).read_text())
     assert res["model"] == "random-init mistral-7b" and res["backends"]["batched@4"]["texts"] == 4
     assert "saved model" in res["backends"]["vllm"]["skipped"]
+
+
+# ----------------------------------------------------------------------------- merge at scale
+
+def _two_shard_job(tmp_path):
+    _corpus(tmp_path / "c.jsonl")
+    tok = WordTok()
+    work, stage_dir = tmp_path / "w", tmp_path / "s"
+    shards = [_cfg(corpus=str(tmp_path / "c.jsonl"), rounds=2, num_shards=2, shard_index=i) for i in (0, 1)]
+    for c in shards:
+        ctx, eng, m = _job(work, stage_dir, c, tok)
+        sy.finish_shard(ctx, c, m, eng, merge=False)
+    return ctx, shards, work, stage_dir
+
+
+def _pandas_concat_csv(paths):
+    """What the merge wrote before it streamed: every shard read with pandas, concatenated."""
+    import io as _io
+
+    import pandas as pd
+
+    df = pd.concat([pd.read_csv(p).assign(shard=i) for i, p in enumerate(paths)], ignore_index=True)
+    buf = _io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue().encode()
+
+
+def test_merged_stats_are_byte_identical_to_the_pandas_concatenation(tmp_path):
+    ctx, shards, work, stage_dir = _two_shard_job(tmp_path)
+    paths = [sy.shard_dir(work, c) / "synthesis_stats.csv" for c in shards]
+    want = _pandas_concat_csv(paths)
+    merged = sy.merge_shards(ctx, shards[1], "m")
+    assert (stage_dir / "synthesis_stats.csv").read_bytes() == want
+    # the figure's counts equal those of the concatenated frame
+    import pandas as pd
+
+    df = pd.read_csv(stage_dir / "synthesis_stats.csv")
+    tally = sy.merge_stats_csv([(i, p) for i, p in enumerate(paths)], tmp_path / "again.csv")
+    ref = sy.stats_tally(df)
+    assert {k: int(v) for k, v in ref["pairs"].items()} == tally["pairs"]
+    assert ref["mode"] == tally["mode"] and ref["layout"] == tally["layout"] and sum(tally["mode"].values())
+    assert list(ref["tpp"][0]) == list(tally["tpp"][0]) and list(ref["tpp"][1]) == list(tally["tpp"][1])
+    assert merged["texts_synthesized"] == len(df)
+    # quoted fields (commas, quotes, newlines) and empty cells survive unchanged
+    tricky = tmp_path / "tricky.csv"
+    tricky.write_text(paths[0].read_text().splitlines()[0] + "\n"
+                      + '"a,b",general,0,0,"x ""q""\ny",False,0,False,False,False,5,7,3,1,0,0,7.25,,\n')
+    assert sy.merge_stats_csv([(0, tricky)], tmp_path / "t.csv") and \
+        (tmp_path / "t.csv").read_bytes() == _pandas_concat_csv([tricky])
+
+
+def test_merge_streams_stats_without_loading_every_row(tmp_path, monkeypatch):
+    """400 shards hold ~40M stat rows: the merge must not read them into one DataFrame. Each
+    shard's stats are inflated to 60k rows; the merge may not call pandas.read_csv/concat and
+    its peak Python memory stays far below the rows' size."""
+    import tracemalloc
+
+    import matplotlib.pyplot  # noqa: F401  (imported outside the measurement)
+    import pandas as pd
+
+    ctx, shards, work, stage_dir = _two_shard_job(tmp_path)
+    sy.merge_shards(ctx, shards[1], "m")  # warm-up: matplotlib / pyarrow load their caches once
+    paths = [sy.shard_dir(work, c) / "synthesis_stats.csv" for c in shards]
+    for p in paths:
+        head, *body = p.read_text().splitlines(keepends=True)
+        p.write_text(head + "".join(body * (60_000 // len(body) + 1)))
+    size = sum(p.stat().st_size for p in paths)
+    assert size > 6_000_000
+    want = _pandas_concat_csv(paths)
+
+    def forbidden(*a, **k):
+        raise AssertionError("merge loaded shard stats with pandas")
+
+    monkeypatch.setattr(pd, "read_csv", forbidden)
+    monkeypatch.setattr(pd, "concat", forbidden)
+    tracemalloc.start()
+    try:
+        sy.merge_shards(ctx, shards[1], "m")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (stage_dir / "synthesis_stats.csv").read_bytes() == want
+    assert (stage_dir / "synthesis.png").exists()
+    assert peak < size / 2, (peak, size)  # reading them with pandas peaked at ~4x size
