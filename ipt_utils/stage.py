@@ -282,11 +282,17 @@ def _begin_interactive(ctx: StageContext, st: Stage, cfg) -> None:
     run, params = dataclasses.asdict(ctx.run), dataclasses.asdict(cfg)
     profile_path = REPO_ROOT / "params" / f"{ctx.profile}.yaml"
     # the other sections decide some dependencies (06 on 01): the profile's values, as the runner sees them
-    sections = {**_profile_sections(profile_path, ctx.run_dir), "run": run, st.section: params}
+    prof = _load_profile(profile_path)
+    sections = {**_profile_sections(prof, ctx.run_dir), "run": run, st.section: params}
     deps = stage_deps(st.name, sections)
     ctx.key = manifest.stage_key(manifest.params_hash(st.section, run, params), deps, ctx.run_dir)
     header = run_header(ctx.profile, profile_path if profile_path.exists() else "", ctx.run_dir,
                         ctx.work_root, {})
+    if prof is not None:  # the runner's plan, for the profile with this notebook's values
+        from .plan import estimate
+
+        prof.sections.update({"run": ctx.run, st.section: cfg})
+        header["plan"] = estimate(prof)
 
     def change(m):
         known = m.get("params") or {}
@@ -299,17 +305,23 @@ def _begin_interactive(ctx: StageContext, st: Stage, cfg) -> None:
     ctx.started = time.perf_counter()
 
 
-def _profile_sections(profile_path: Path, run_dir: Path) -> dict:
-    """The profile's sections (its YAML), else those a runner recorded in the run's manifest."""
-    if profile_path.exists():
-        from .profiles import load_profile
-        from .schema import SchemaError
+def _load_profile(profile_path: Path):
+    """The notebook's profile from params/, or None (not there, or invalid)."""
+    if not profile_path.exists():
+        return None
+    from .profiles import load_profile
+    from .schema import SchemaError
 
-        try:
-            prof = load_profile(str(profile_path))
-            return {k: prof.section(k) for k in prof.sections}
-        except SchemaError:  # an invalid profile: fall back to the manifest
-            pass
+    try:
+        return load_profile(str(profile_path))
+    except SchemaError:
+        return None
+
+
+def _profile_sections(prof, run_dir: Path) -> dict:
+    """The profile's sections (its YAML), else those a runner recorded in the run's manifest."""
+    if prof is not None:
+        return {k: prof.section(k) for k in prof.sections}
     try:
         return dict(io.read_json(Path(run_dir) / manifest.MANIFEST).get("params") or {})
     except (FileNotFoundError, ValueError):
