@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 EVAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
 DATA_PLACEHOLDER = "__IPT_EVAL_DATA__"
 SUMMARY_COLUMNS = ["model_id", "arm", "tuned", "task", "metric", "value", "n"]
+log = logging.getLogger(__name__)
 MODEL_SETS = {"pretrain": ("03_pretrain", False), "instruct_tune": ("04_instruct_tune", True)}
 
 
@@ -189,17 +191,23 @@ def mirror_overrides(index: dict, names, out_dir: Path, root: Path) -> dict[str,
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    done = {}
+    done, missing = {}, []
     for task in _leaf_tasks(index, names):
         entry = index[task]
-        mirror = mirror_dataset_dir((entry.cfg or {}).get("dataset_path"), root)
+        path = (entry.cfg or {}).get("dataset_path")
+        mirror = mirror_dataset_dir(path, root)
         if mirror is None or entry.yaml_path is None:
+            if path and "/" in path and not Path(path).is_absolute():
+                missing.append(f"{task} ({path})")
             continue
         (out_dir / f"{task}.yaml").write_text(
             f"# {task} reads {entry.cfg['dataset_path']} from its local mirror ({assets.HUB_MIRROR_ENV})\n"
             f"include: {json.dumps(str(Path(entry.yaml_path).resolve()))}\n"
             f"task: {json.dumps(task)}\ntag: []\ndataset_path: {json.dumps(str(mirror))}\n", encoding="utf-8")
         done[task] = str(mirror)
+    if missing:
+        log.warning("%s=%s has no mirror for %s: read from the hub", assets.HUB_MIRROR_ENV, root,
+                    ", ".join(missing))
     return done
 
 

@@ -133,14 +133,28 @@ def test_builds_are_idempotent_and_follow_their_arguments(tmp_path):
 # ---------------------------------------------------------------- redirection
 
 def test_without_the_variable_nothing_changes(tmp_path, monkeypatch):
-    monkeypatch.delenv(assets.HUB_MIRROR_ENV, raising=False)
-    assert evaluate.mirror_dataset_dir("allenai/ai2_arc") is None
+    """Unset (or not a directory): one TaskManager exactly as before, no override YAMLs."""
+    import lm_eval.tasks
+
+    made = []
+
+    class FakeTM:  # indexing every built-in task takes ~5-15 s; the arguments are what matter
+        def __init__(self, **kw):
+            made.append(kw)
+            self.task_index = {}
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", FakeTM)
     cfg = params(["arc_easy", "convfinqa"])
     inc = evaluate.render_task_dir(tmp_path / "tasks")
-    tm = evaluate.task_manager(cfg, inc, evaluate.harness_task_names(cfg).values())
+    for value in (None, str(tmp_path / "no_such_dir")):
+        if value is None:
+            monkeypatch.delenv(assets.HUB_MIRROR_ENV, raising=False)
+        else:
+            monkeypatch.setenv(assets.HUB_MIRROR_ENV, value)
+        assert evaluate.mirror_dataset_dir("allenai/ai2_arc") is None
+        evaluate.task_manager(cfg, inc, evaluate.harness_task_names(cfg).values())
+    assert made == [{"include_path": str(inc), "include_defaults": True}] * 2
     assert not (tmp_path / "tasks_mirror").exists()
-    assert tm.task_index["arc_easy"].cfg["dataset_path"] == "allenai/ai2_arc"
-    assert tm.task_index["ipt_hub_convfinqa"].cfg["dataset_path"] == "AdaptLLM/finance-tasks"
 
 
 def test_every_task_resolves_to_its_mirror(mirror, local_cache, tmp_path, monkeypatch):
@@ -211,3 +225,27 @@ def test_lm_eval_run_over_the_mirrors(mirror, local_cache, tiny_ctx, monkeypatch
     assert paths["mmlu_anatomy"] == str(root / "datasets" / "cais" / "mmlu")
     assert paths["ipt_hub_convfinqa"] == str(root / "datasets" / "AdaptLLM" / "finance-tasks")
     assert res["configs"]["ipt_hub_convfinqa"]["dataset_name"] == "ConvFinQA"
+
+
+def test_overrides_only_for_mirrored_hub_datasets(tmp_path, caplog):
+    """A hub dataset without a mirror is named in a warning (it will be read from the hub); a
+    packaged builder ('json') or a local path is left alone; groups and tags are expanded."""
+    from types import SimpleNamespace as NS
+
+    (tmp_path / "datasets" / "org" / "there").mkdir(parents=True)
+    yaml_file = tmp_path / "t.yaml"
+    yaml_file.write_text("task: t\n")
+
+    def task(path):
+        return NS(kind=NS(name="TASK"), cfg={"dataset_path": path}, yaml_path=yaml_file, tags=set())
+
+    index = {"here": task("org/there"), "gone": task("org/absent"), "local": task("json"),
+             "grp": NS(kind=NS(name="GROUP"), cfg={"task": ["tg"]}, yaml_path=None, tags=set()),
+             "tg": NS(kind=NS(name="TAG"), cfg=None, yaml_path=None, tags={"here", "gone", "local"})}
+    with caplog.at_level("WARNING"):
+        done = evaluate.mirror_overrides(index, ["grp"], tmp_path / "out", tmp_path)
+    assert done == {"here": str(tmp_path / "datasets" / "org" / "there")}
+    assert "gone (org/absent)" in caplog.text and "local" not in caplog.text
+    text = (tmp_path / "out" / "here.yaml").read_text()
+    assert f'include: "{yaml_file}"' in text and "tag: []" in text
+    assert f'dataset_path: "{tmp_path / "datasets" / "org" / "there"}"' in text
