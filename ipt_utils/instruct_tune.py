@@ -67,17 +67,87 @@ class Params:
 
 # =========================================================================== data
 
-def load_instructions(source: str) -> list[dict]:
+INSTRUCTIONS_VERSION = "1"  # part of the key of the prepared instruction file
+
+
+def instruction_of(r: dict) -> dict | None:
+    """{instruction, response, task} of one record, or None when it has no usable pair.
+
+    Fixture rows: instruction/response; FLAN (Open-Orca/FLAN): inputs/targets; OpenOrca:
+    question/response, a non-empty system_prompt put before the question."""
+    ins = r.get("instruction") or r.get("inputs") or r.get("question")
+    resp = r.get("response") or r.get("targets")
+    if not (isinstance(ins, str) and isinstance(resp, str) and ins.strip() and resp.strip()):
+        return None
+    system = r.get("system_prompt")
+    if "question" in r and "instruction" not in r and isinstance(system, str) and system.strip():
+        ins = f"{system.strip()}{SEP}{ins}"
+    return {"instruction": ins, "response": resp, "task": r.get("task") or r.get("_task_name") or ""}
+
+
+def load_instructions(source: str, limit: int = 0, stats: dict | None = None) -> list[dict]:
+    """Usable instruction rows of `source`, streamed; stops after `limit` rows (0 = all).
+    `stats` receives records_read (records consumed) and rows."""
     from .pretrain import _rows
 
-    rows = []
+    rows, read = [], 0
     for r in _rows(source):
-        ins, resp = r.get("instruction") or r.get("inputs"), r.get("response") or r.get("targets")
-        if isinstance(ins, str) and isinstance(resp, str) and ins.strip() and resp.strip():
-            rows.append({"instruction": ins, "response": resp, "task": r.get("task", "")})
+        read += 1
+        row = instruction_of(r)
+        if row is not None:
+            rows.append(row)
+            if limit and len(rows) >= limit:
+                break  # not one record more: the rest of a hub collection is never fetched
+    if stats is not None:
+        stats.update(records_read=read, rows=len(rows))
     if not rows:
-        raise ValueError(f"{source}: no usable instruction rows")
+        raise ValueError(f"{source}: no usable instruction rows (expected instruction/response, "
+                         f"inputs/targets or question/response fields)")
     return rows
+
+
+def examples_needed(cfg: Params) -> int:
+    """Examples the run draws: max_steps * batch_size (fewer rows are repeated in epochs)."""
+    return cfg.max_steps * cfg.batch_size
+
+
+def instructions_file(ctx, cfg: Params) -> Path:
+    from . import packing
+    from .schema import HUB_PREFIX, resolve_path
+
+    ident = cfg.data if cfg.data.startswith(HUB_PREFIX) else resolve_path(cfg.data)
+    key = packing.cache_key(ident, examples_needed(cfg), INSTRUCTIONS_VERSION)
+    return ctx.work / "data" / f"instructions-{key}.jsonl"
+
+
+def training_instructions(ctx, cfg: Params, accelerator=None) -> tuple[list[dict], dict]:
+    """(rows, stats) the run trains on: the first examples_needed(cfg) usable rows of cfg.data.
+
+    Read once, streamed (a hub collection of millions of rows is never read whole), by the
+    main process into <work>/data/instructions-<key>.jsonl (atomic; the stats beside it);
+    the other ranks wait at the barrier and read that file; later runs and arms reuse it."""
+    from . import io
+
+    path = instructions_file(ctx, cfg)
+    meta = path.with_suffix(".json")
+
+    def build():
+        if path.exists() and meta.exists():
+            return
+        stats = {"source": cfg.data, "examples_needed": examples_needed(cfg)}
+        rows = load_instructions(cfg.data, limit=examples_needed(cfg), stats=stats)
+        io.write_json(meta, stats)  # before the rows: the rows file marks both complete
+        io.write_jsonl(path, rows)
+
+    if accelerator is None:
+        build()
+    else:
+        with accelerator.main_process_first():  # main builds; the others enter after it
+            if accelerator.is_main_process:
+                build()
+    if not (path.exists() and meta.exists()):
+        raise FileNotFoundError(f"{path}: the main process did not write the instruction data")
+    return io.read_jsonl(path), io.read_json(meta)
 
 
 def encode_example(tokenizer, instruction: str, response: str, max_len: int):
@@ -286,8 +356,8 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     torch.manual_seed(ctx.seed)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="sdpa",
                                                  use_safetensors=True)
-    encoded = [encode_example(tok, r["instruction"], r["response"], cfg.max_len)
-               for r in load_instructions(cfg.data)]
+    instructions, data_stats = training_instructions(ctx, cfg, accelerator)
+    encoded = [encode_example(tok, r["instruction"], r["response"], cfg.max_len) for r in instructions]
     eval_rows = load_eval(cfg.eval_data, cfg.eval_limit)
     eval_len = getattr(model.config, "max_position_embeddings", 2048)
 
@@ -310,7 +380,9 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     first = {r["task"]: r["accuracy"] for r in res.evals if r["step"] == 0}
     result = {"metrics": {"final_loss": res.log[-1]["loss"] if res.log else None, "steps": res.steps_done,
                           "tokens": res.tokens, "wall_s": round(time.time() - t0, 2),
-                          "accuracy_step0": first, "accuracy": final, "completed": res.completed},
+                          "accuracy_step0": first, "accuracy": final, "completed": res.completed,
+                          "instruction_rows": data_stats["rows"],
+                          "instruction_records_read": data_stats["records_read"]},
               "curve": res.evals}
     if res.completed:
         save_final(acc, model, tok, arm_dir / "model")

@@ -167,3 +167,66 @@ def test_accelerate_launch_on_cpu(env, tmp_path):
     again = instruct_tune.tune_arm(ctx, validate(instruct_tune.Params, {**vars(cfg), "accelerate_config": ""}),
                                    "vanilla")
     assert again["metrics"] == metrics["arms"]["vanilla"]
+
+
+def _parquet_dir(root, n_files, rows_per_file, make_row, poison_last=True):
+    """A local dataset dir of parquet files (read through the hf: path, like a hub dataset);
+    the last file is not parquet at all: opening it fails, so a reader that gets there errs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = root / "data"
+    data.mkdir(parents=True)
+    for f in range(n_files):
+        path = data / f"train-{f:05d}-of-{n_files:05d}.parquet"
+        if poison_last and f == n_files - 1:
+            path.write_bytes(b"not a parquet file: a reader that opens this read too much")
+            continue
+        pq.write_table(pa.Table.from_pylist([make_row(f, r) for r in range(rows_per_file)]), path)
+    return f"hf:{root}"
+
+
+def test_training_instructions_stream_only_the_steps_budget_and_are_reused(env, tmp_path, monkeypatch):
+    """FLAN-style hub data (inputs/targets) in 10 parquet files, the last one unreadable: the run
+    takes max_steps * batch_size = 5 * 8 = 40 rows, reads exactly 40 records (< 1 file of 50),
+    writes them once to the work dir and a second run reuses that file without reading the data."""
+    from ipt_utils import pretrain
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    src = _parquet_dir(tmp_path / "flan", 10, 50,
+                       lambda f, r: {"inputs": f"question {f}-{r}?", "targets": f"answer {f}-{r}",
+                                     "_task_name": "t"})
+    ctx, cfg = _tune_setup(env, tmp_path, arms=("vanilla",), data=src, max_steps=5, batch_size=8)
+    consumed = []
+    real = pretrain._rows
+
+    def counting(source, split="train"):
+        for r in real(source, split):
+            consumed.append(r)
+            yield r
+
+    monkeypatch.setattr(pretrain, "_rows", counting)
+    rows, stats = instruct_tune.training_instructions(ctx, cfg)
+    assert len(rows) == 40 and len(consumed) == 40 and stats["records_read"] == 40 and stats["rows"] == 40
+    assert rows[0] == {"instruction": "question 0-0?", "response": "answer 0-0", "task": "t"}
+    path = instruct_tune.instructions_file(ctx, cfg)
+    assert path.parent == ctx.work / "data" and path.exists() and not list(path.parent.glob(".*.tmp"))
+
+    def unreadable(*a, **k):
+        raise AssertionError("the prepared instruction file was not reused")
+
+    monkeypatch.setattr(pretrain, "_rows", unreadable)
+    again, stats2 = instruct_tune.training_instructions(ctx, cfg)
+    assert again == rows and stats2 == stats
+    # a larger step budget is another file (and would read further)
+    assert instruct_tune.instructions_file(ctx, validate(instruct_tune.Params, {**vars(cfg), "max_steps": 6})) != path
+
+
+def test_instruction_fields_of_flan_and_openorca():
+    of = instruct_tune.instruction_of
+    assert of({"inputs": "Q?", "targets": "A"}) == {"instruction": "Q?", "response": "A", "task": ""}
+    assert of({"id": "x", "system_prompt": "Be brief.", "question": "Q?", "response": "A"}) == \
+        {"instruction": "Be brief." + SEP + "Q?", "response": "A", "task": ""}
+    assert of({"system_prompt": "", "question": "Q?", "response": "A"})["instruction"] == "Q?"
+    assert of({"instruction": "I", "response": " "}) is None and of({"text": "x"}) is None
