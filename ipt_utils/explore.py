@@ -49,10 +49,12 @@ class Entry:
     prompt_tokens: int
     generated: str
     pairs: list[list[str]]
-    text: str  # final pre-training text of this member
+    text: str  # the pre-training document this text is a member of
     mode: str
     layout: str
     modes: dict = field(default_factory=dict)
+    document: str = ""  # id of that document
+    document_members: list = field(default_factory=list)  # its member ids, in order
 
     @property
     def label(self) -> str:
@@ -73,20 +75,20 @@ def build_entries(synths: Sequence, rows: Sequence[dict]) -> list[Entry]:
     from .format import render_context, render_example
 
     by_key = {s.key: s for s in synths}
-    by_member = {(r["chain_id"], r["id"]): r for r in rows}
+    by_member = {m["id"]: (r, m) for r in rows for m in r["members"]}
     entries = []
     for s in sorted(synths, key=lambda s: s.key):
         hist = [by_key[k] for k in s.history]
         parts = [HistoryPart(h.key, h.id, h.round, render_example(h.prompt_text, h.pairs)) for h in hist]
         context = render_context(s.prompt_text)
-        row = by_member.get((s.chain_id, s.id), {})
+        row, mem = by_member.get(s.id, ({}, {}))
         entries.append(Entry(
             key=s.key, id=s.id, domain=s.domain, round=s.round, slot=s.slot, inherited=s.inherited,
             chain_id=s.chain_id, raw_text=s.raw_text, prompt="".join(p.rendered for p in parts) + context,
             history=parts, context=context, history_dropped=s.history_dropped, truncated=s.truncated,
             prompt_tokens=s.prompt_tokens, generated=s.generated, pairs=s.pairs,
-            text=row.get("text", ""), mode=row.get("mode", "?"), layout=row.get("layout", "?"),
-            modes=row.get("modes", {})))
+            text=row.get("text", ""), mode=mem.get("mode", "?"), layout=row.get("layout", "?"),
+            document=row.get("id", ""), document_members=list(row.get("member_ids", ()))))
     return entries
 
 
@@ -159,7 +161,9 @@ def entry_html(e: Entry) -> str:
     modes = ", ".join(f"{k}: {v}" for k, v in e.modes.items())
     final = (f'<div class="meta">mode <b>{html.escape(e.mode)}</b> · layout <b>{html.escape(e.layout)}</b>'
              f'{" (" + html.escape(modes) + ")" if modes else ""} · chain {html.escape(e.chain_id)}'
-             f'{" · inherited" if e.inherited else ""}</div>' + _pre(e.text))
+             f'{" · inherited" if e.inherited else ""}'
+             f'{f" · document of {len(e.document_members)} texts" if len(e.document_members) > 1 else ""}'
+             f'</div>' + _pre(e.text))
     cols = [("Raw text", raw), ("Prompt sent to the synthesizer", prompt),
             (f"Generated pairs ({len(e.pairs)})", pairs), ("Pre-training text", final)]
     return (_CSS + f"<div><b>{html.escape(e.label)}</b></div><div class='ipt-x'>"

@@ -160,7 +160,8 @@ class Params:
 # =========================================================================== sources
 
 def _rows(source: str, split: str = "train"):
-    """Rows of a local .jsonl/.parquet/.txt file or a hub dataset (`hf:NAME` = all configs, or `hf:NAME:CONFIG`)."""
+    """Rows of a local .jsonl/.parquet/.txt file or a hub dataset (`hf:NAME` = all configs, or
+    `hf:NAME:CONFIG`), streamed in order (the same order on every call)."""
     from . import io
 
     if source.startswith(HUB_PREFIX):
@@ -170,7 +171,9 @@ def _rows(source: str, split: str = "train"):
         # no config named: every config of the dataset (e.g. the synthesizer collection)
         configs = [config] if config else (datasets.get_dataset_config_names(name) or [None])
         for c in configs:
-            yield from datasets.load_dataset(name, c, split=split)
+            # streamed: files are fetched as the rows are consumed, so a reader that stops early
+            # (a token or step budget) never downloads the rest of a hub corpus
+            yield from datasets.load_dataset(name, c, split=split, streaming=True)
     else:
         yield from (rec for _, rec in io.iter_local_records(resolve_path(source)))
 
@@ -241,14 +244,18 @@ class SourceTexts:
     name: str
     key_parts: list
     texts: Callable[[], Iterable[str]]  # a fresh iterator over the texts on every call
+    info: dict = field(default_factory=dict)  # counters the iterator keeps (records read, ...)
 
 
 def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts]:
     """raw, tuning, instruct_corpus, pairs, general -> texts, streamed from their files.
 
-    instruct_corpus = the raw texts whose id was not converted, then every augmented text;
-    only the set of converted ids is held in memory (order is irrelevant: arms shuffle).
-    `augmented` picks the augmented corpus (see augmented_path).
+    instruct_corpus = every augmented text, then the raw texts whose id was not converted:
+    an arm reads it up to its token budget (prepare_arm), so all converted texts are in and
+    the raw corpus only fills the rest (order is irrelevant otherwise: arms shuffle). Only
+    the set of converted ids is held in memory. Each source's `info` counts what its
+    iterator read (records, converted texts skipped). `augmented` picks the augmented corpus
+    (see augmented_path).
     """
     from . import io
 
@@ -264,23 +271,31 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
                                     f"(needed by arms instruct/pairs_only/continual and their variants)")
         return io.iter_jsonl(aug)
 
+    raw_info, ic_info = {"records_read": 0}, {"augmented_docs": 0, "records_read": 0, "converted_skipped": 0}
+
     def raw():
-        return (_text_of(r) for r in _rows(cfg.raw_corpus))
+        raw_info["records_read"] = 0
+        for r in _rows(cfg.raw_corpus):
+            raw_info["records_read"] += 1
+            yield _text_of(r)
 
     def instruct_corpus():
+        ic_info.update(augmented_docs=0, records_read=0, converted_skipped=0)
         # a row is one pre-training document: it replaces all of its member texts
         converted = {str(i) for r in aug_rows() for i in r["member_ids"]}
-        replaced = 0
+        for r in aug_rows():
+            ic_info["augmented_docs"] += 1
+            yield r["text"]
         for r in _rows(cfg.raw_corpus):
+            ic_info["records_read"] += 1
             if io.record_id(r, _text_of(r)) in converted:
-                replaced += 1
+                ic_info["converted_skipped"] += 1
             else:
                 yield _text_of(r)
-        if replaced < len(converted):
-            raise ValueError(f"{aug}: {len(converted) - replaced} augmented ids are not in {cfg.raw_corpus} "
-                             f"(the corpus 02_synthesize converted must be this raw_corpus)")
-        for r in aug_rows():
-            yield r["text"]
+        # reached only when the whole raw corpus was read (a budget stops reading earlier)
+        if ic_info["converted_skipped"] < len(converted):
+            raise ValueError(f"{aug}: {len(converted) - ic_info['converted_skipped']} augmented ids are not in "
+                             f"{cfg.raw_corpus} (the corpus 02_synthesize converted must be this raw_corpus)")
 
     def pairs():  # w/o corpora: a document's pairs, its members in order, without the texts
         return (render_pairs([p for m in r["members"] for p in m["pairs"]])
@@ -290,10 +305,10 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
         return (render_collection_record(r, i, ctx.seed) for i, r in enumerate(_rows(cfg.synth_collection)))
 
     return {
-        "raw": SourceTexts("raw", [ident(cfg.raw_corpus)], raw),
+        "raw": SourceTexts("raw", [ident(cfg.raw_corpus)], raw, raw_info),
         "tuning": SourceTexts("tuning", [ident(cfg.synth_collection), RENDER_VERSION, ctx.seed, TEMPLIFY_SRC], tuning),
-        "instruct_corpus": SourceTexts("instruct_corpus", [ident(cfg.raw_corpus), aug_id, RENDER_VERSION],
-                                       instruct_corpus),
+        "instruct_corpus": SourceTexts("instruct_corpus", [ident(cfg.raw_corpus), aug_id, RENDER_VERSION,
+                                                           "augmented-first"], instruct_corpus, ic_info),
         "pairs": SourceTexts("pairs", [aug_id, RENDER_VERSION], pairs),
         "general": SourceTexts("general", [ident(cfg.general_instructions)],
                                lambda: (render_general(r) for r in _rows(cfg.general_instructions))),
@@ -410,6 +425,8 @@ class ArmData:
     n_docs: int
     efficiency: float
     source_tokens: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # per source: budget cap, what was read, what is used
+    augmented: dict = field(default_factory=dict)  # share of augmented texts in the arm's tokens
     cache_hits: int = 0
     seconds: float = 0.0
 
@@ -441,21 +458,87 @@ def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
         meta = io.read_json(meta_path)
         return ArmData(arm=arm, path=out, tokenizer=tok_spec, cache_hits=len(names) + 1,
                        seconds=time.time() - t0, **meta)
-    docs, hits = {}, 0
-    for s in names:
+    docs, hits, read = {}, 0, {}
+
+    def load(s, cap):
+        nonlocal hits
         docs[s], hit = packing.cached_tokenize(cache, keys[s], tok, srcs[s].texts, num_proc=cfg.num_proc,
-                                               chunk_docs=cfg.chunk_docs)
+                                               chunk_docs=cfg.chunk_docs, max_tokens=cap, info=srcs[s].info)
         hits += hit
         if len(docs[s]) == 0:
             raise ValueError(f"arm {arm}: source {s} has no documents")
+        m = packing.cache_meta(cache / keys[s])
+        read[s] = {"cap_tokens": cap, "docs_used": len(docs[s]), "tokens_used": int(docs[s].offsets[-1]),
+                   "cache_docs": m.get("docs"), "cache_tokens": m.get("tokens"),
+                   "source_exhausted": m["exhausted"], **m.get("source", {})}
+
+    for s, cap in source_caps(recipe, n_rows * cfg.seq_len, lambda s: _cost(docs[s])):
+        load(s, cap)
     bos, eos, pad = special_ids(tok)
     order, src, idx, counts = mix_plan({s: d.lengths for s, d in docs.items()}, recipe, n_rows * cfg.seq_len, ctx.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     packed = packing.pack_to_npy(out, [docs[s] for s in order], src, idx, cfg.seq_len, bos, eos, pad,
                                  n_rows=n_rows, chunk_docs=cfg.chunk_docs)
-    meta = dict(n_rows=n_rows, n_docs=packed.n_docs, efficiency=packed.efficiency, source_tokens=counts)
+    meta = dict(n_rows=n_rows, n_docs=packed.n_docs, efficiency=packed.efficiency, source_tokens=counts,
+                sources=read, augmented=augmented_share(docs, read, order, src, idx))
     io.write_json(meta_path, meta)
     return ArmData(arm=arm, path=out, tokenizer=tok_spec, cache_hits=hits, seconds=time.time() - t0, **meta)
+
+
+RAW_BACKED = ("raw", "instruct_corpus")  # pool sources read from the raw corpus (may be far larger than any budget)
+
+
+def _cost(docs) -> int:
+    return int(docs.offsets[-1]) + 2 * len(docs)  # + <s>/</s> per document, as fill_budget counts
+
+
+def source_caps(recipe: dict, budget: int, cost_of: Callable[[str], int]):
+    """(source, token cap) in reading order: how much of each source an arm reads.
+
+    The pool is drawn in natural proportions over the documents read, so a capped pool fills
+    the budget in about one epoch: every pool source other than the raw corpus (tuning data,
+    pairs) is read up to ceil(pool budget / repeat); the raw-corpus source (raw, or
+    instruct_corpus = every augmented text first, then unconverted raw texts) then reads only
+    what the budget leaves, so the converted texts keep their share instead of being diluted
+    by a whole hub corpus; ratio sources (general instructions) read their share of the budget.
+    A source shorter than its cap is read whole and repeated in epochs, as before. cost_of(s)
+    gives a loaded source's tokens (+2 a document) and is called after s is yielded.
+    """
+    ratio_budget = {s: int(round(r * budget)) for s, r in recipe["ratio"].items()}
+    pool_budget = budget - sum(ratio_budget.values())
+    fixed = [(s, r) for s, r in recipe["pool"] if s not in RAW_BACKED]
+    for s, r in fixed:
+        yield s, max(1, -(-pool_budget // r))
+    rest = pool_budget - sum(r * cost_of(s) for s, r in fixed)
+    for s, r in recipe["pool"]:
+        if s in RAW_BACKED:
+            yield s, max(1, -(-rest // r))
+    for s, b in ratio_budget.items():
+        yield s, max(1, b)
+
+
+def augmented_share(docs: dict, read: dict, order: list, src, idx) -> dict:
+    """Share of the arm's drawn tokens and documents that are augmented texts (instruct_corpus
+    holds them first, read[...]['augmented_docs'] of them); {} for arms without them."""
+    import numpy as np
+
+    if "instruct_corpus" not in docs or "augmented_docs" not in read["instruct_corpus"]:
+        return {}
+    d = docs["instruct_corpus"]
+    n_aug = min(len(d), int(read["instruct_corpus"]["augmented_docs"]))
+    sel = idx[src == order.index("instruct_corpus")]
+    cost = d.offsets[sel + 1] - d.offsets[sel] + 2
+    total = sum(_cost_of_plan(docs, order, src, idx))
+    is_aug = sel < n_aug
+    return {"augmented_docs_read": n_aug, "raw_docs_read": len(d) - n_aug,
+            "token_share": float(cost[is_aug].sum() / total) if total else 0.0,
+            "doc_share_of_corpus": float(is_aug.mean()) if len(sel) else 0.0}
+
+
+def _cost_of_plan(docs: dict, order: list, src, idx):
+    for k, s in enumerate(order):
+        sel = idx[src == k]
+        yield int((docs[s].offsets[sel + 1] - docs[s].offsets[sel] + 2).sum())
 
 
 def prepare_data(ctx, cfg: Params) -> dict[str, ArmData]:
@@ -469,9 +552,11 @@ def data_summary(data: dict[str, ArmData]):
     rows = []
     for arm, d in data.items():
         total = sum(d.source_tokens.values()) or 1
+        raw = d.sources.get("raw") or d.sources.get("instruct_corpus") or {}
         rows.append({"arm": arm, "rows": d.n_rows, "docs": d.n_docs, "packing_efficiency": round(d.efficiency, 4),
                      **{f"share_{s}": round(n / total, 3) for s, n in d.source_tokens.items()},
-                     "prep_s": round(d.seconds, 2)})
+                     "augmented_share": round(d.augmented["token_share"], 3) if d.augmented else None,
+                     "raw_records_read": raw.get("records_read"), "prep_s": round(d.seconds, 2)})
     return pd.DataFrame(rows)
 
 
@@ -842,6 +927,8 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
         "mfu": mfu(tps, shape_of(model), model.config.vocab_size, cfg.seq_len, device_name, acc.num_processes),
         "packing_efficiency": data.efficiency,
         "source_tokens": data.source_tokens,
+        "sources_read": data.sources,  # per source: token cap, records/documents read and used
+        "augmented": data.augmented,  # augmented texts' share of the arm's tokens
         "wall_s": round(time.time() - t0, 2),
         "resumed_from": res.resumed_from,
         "device": device_name or "cpu",

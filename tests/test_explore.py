@@ -47,10 +47,12 @@ def test_prompts_are_rebuilt_exactly_from_the_round_files(synthesized):
 def test_entries_carry_pairs_and_final_text(synthesized):
     s = synthesized
     entries = explore.load(s.work, s.cfg)
-    rows = {(r["chain_id"], r["id"]): r for r in io.iter_jsonl(sy.augmented_path(s.work, s.cfg))}
+    rows = {m["id"]: (r, m) for r in io.iter_jsonl(sy.augmented_path(s.work, s.cfg)) for m in r["members"]}
     for e in entries:
-        r = rows[(e.chain_id, e.id)]
-        assert (e.text, e.mode, e.layout, e.pairs) == (r["text"], r["mode"], r["layout"], r["pairs"])
+        r, m = rows[e.id]
+        assert (e.text, e.mode, e.layout, e.pairs) == (r["text"], m["mode"], r["layout"], m["pairs"])
+        assert e.document == r["id"] and e.id in e.document_members and m["raw_text"] in e.text
+    assert any(len(e.document_members) > 1 for e in entries)  # chained texts share one document
     nopair = next(e for e in entries if e.id == "id-nopair1")
     assert nopair.pairs == [] and nopair.mode == "raw" and nopair.text == nopair.raw_text
 

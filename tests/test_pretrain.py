@@ -32,9 +32,13 @@ def inputs(tmp_path_factory):
     raw = [{"id": f"r{i}", "domain": "general", "text": _para(rng, rng.randint(10, 80))} for i in range(120)]
     coll = [{"context": _para(rng, 30), "QA_list": [{"Q": _para(rng, 5) + "?", "A": _para(rng, 3)}] * 2,
              "QA_type": "free-form", "rc_name": "squad"} for _ in range(15)]
-    aug = [{"id": f"r{i}", "domain": "general", "text": "AUG " + raw[i]["text"] + "\n\nQ: why?\nA: because.",
-            "raw_text": raw[i]["text"], "pairs": [["Why is it so?", "Because."], ["What?", "This."]],
-            "chain_id": f"c{i}", "inherited": False, "mode": "plain", "layout": "classic"} for i in range(0, 120, 5)]
+    # augmented rows as stage 02 writes them: one per document (here: single-text documents)
+    aug = [{"id": f"r{i}", "member_ids": [f"r{i}"], "domain": "general", "chain_id": f"c{i}",
+            "text": "AUG " + raw[i]["text"] + "\n\nQ: why?\nA: because.", "layout": "classic", "mode": "plain",
+            "dropped_pairs": 0,
+            "members": [{"id": f"r{i}", "raw_text": raw[i]["text"], "mode": "plain", "inherited": False,
+                         "dropped_pairs": 0, "pairs": [["Why is it so?", "Because."], ["What?", "This."]]}]}
+           for i in range(0, 120, 5)]
     gen = [{"id": f"g{i}", "question": _para(rng, 8) + "?", "response": _para(rng, 12)} for i in range(40)]
     files = dict(raw=_jsonl(d / "raw.jsonl", raw), coll=_jsonl(d / "coll.jsonl", coll),
                  aug=_jsonl(d / "aug.jsonl", aug), gen=_jsonl(d / "gen.jsonl", gen))
@@ -76,9 +80,9 @@ def test_instruct_corpus_replaces_converted_texts_only(tmp_path, inputs):
     src = pretrain.source_texts(ctx, cfg)
     raw, inst = list(src["raw"].texts()), list(src["instruct_corpus"].texts())
     assert len(raw) == len(inst) == 120
-    # streamed: the unconverted raw texts in order, then the augmented texts
-    assert inst[:96] == [r for i, r in enumerate(raw) if i % 5]
-    assert inst[96:] == ["AUG " + raw[i] + "\n\nQ: why?\nA: because." for i in range(0, 120, 5)]
+    # streamed: the augmented texts, then the unconverted raw texts in order (a budget cuts raw only)
+    assert inst[:24] == ["AUG " + raw[i] + "\n\nQ: why?\nA: because." for i in range(0, 120, 5)]
+    assert inst[24:] == [r for i, r in enumerate(raw) if i % 5]
     pairs = list(src["pairs"].texts())
     assert len(pairs) == 24 and all("Why is it so?" in p and "AUG" not in p for p in pairs)
     tuning = list(src["tuning"].texts())
@@ -107,11 +111,12 @@ def test_id_less_parquet_corpus_links_stage_02_to_03(tmp_path, inputs):
     assert [t.id for t in texts[:4]] == [io.record_id({}, raw[i]["text"]) for i in (0, 1, 2, 4)]
     ctx, cfg = _setup(tmp_path, inputs, raw_corpus=str(tmp_path / "raw.parquet"))
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl",
-                   [{"id": t.id, "text": "AUG " + t.text, "pairs": [["q?", "a."]]} for t in texts[::7]])
+                   [{"id": t.id, "member_ids": [t.id], "text": "AUG " + t.text,
+                     "members": [{"id": t.id, "pairs": [["q?", "a."]]}]} for t in texts[::7]])
     inst = list(pretrain.source_texts(ctx, cfg)["instruct_corpus"].texts())
     converted = {t.id for t in texts[::7]}
     kept = [r["text"] for r in raw if io.record_id(r, r["text"]) not in converted]
-    assert len(kept) == len(raw) - len(converted) and inst == kept + ["AUG " + t.text for t in texts[::7]]
+    assert len(kept) == len(raw) - len(converted) and inst == ["AUG " + t.text for t in texts[::7]] + kept
 
 
 def test_recipes():
@@ -317,7 +322,8 @@ def test_arm_variants_read_another_augmented_corpus(tmp_path, inputs):
     files, _ = inputs
     other = tmp_path / "other_aug.jsonl"
     rows = [json.loads(x) for x in open(files["aug"])]
-    other.write_text("".join(json.dumps({**r, "text": "RULE " + r["raw_text"], "pairs": [["Rule q?", "Rule a."]]})
+    other.write_text("".join(json.dumps({**r, "text": "RULE " + r["members"][0]["raw_text"],
+                                         "members": [{**r["members"][0], "pairs": [["Rule q?", "Rule a."]]}]})
                              + "\n" for r in rows))
     variants = {"instruct_rule": {"recipe": "instruct", "augmented": str(other)},
                 "pairs_1shot": {"recipe": "pairs_only", "augmented": "variant:one_shot"}}
@@ -371,3 +377,76 @@ def test_continual_from_this_stages_vanilla_arm(tmp_path, inputs):
     st = (ctx.work / "vanilla" / "model" / "model.safetensors").stat()
     os.utime(ctx.work / "vanilla" / "model" / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     assert pretrain._arm_key(ctx, cfg, data["continual"]) != key
+
+
+def test_a_document_replaces_all_its_member_texts(tmp_path, inputs):
+    """A multi-text document (a chain of texts) replaces every member's raw text and is emitted
+    once, whole; its pairs (members in order) form one pairs_only text."""
+    files, _ = inputs
+    raw = [json.loads(x) for x in open(files["raw"])]
+    ctx, cfg = _setup(tmp_path, inputs)
+    doc = {"id": "r0", "member_ids": ["r0", "r7", "r9"], "text": "DOC " + " | ".join(raw[i]["text"] for i in (0, 7, 9)),
+           "members": [{"id": f"r{i}", "raw_text": raw[i]["text"], "pairs": [[f"q{i}?", f"a{i}."]]} for i in (0, 7, 9)]}
+    io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", [doc])
+    src = pretrain.source_texts(ctx, cfg)
+    inst = list(src["instruct_corpus"].texts())
+    assert inst == [doc["text"]] + [r["text"] for i, r in enumerate(raw) if i not in (0, 7, 9)]
+    (pairs,) = list(src["pairs"].texts())
+    assert pairs.index("q0?") < pairs.index("q7?") < pairs.index("q9?")
+
+
+def test_a_hub_scale_corpus_is_read_only_as_far_as_the_budget(tmp_path, inputs, monkeypatch):
+    """RefinedWeb-like raw corpus (`content`, a dir of 12 parquet files read through the hf:
+    path; the last file is unreadable) far larger than the arms' budget: each arm reads only
+    the prefix its budget needs (at most one chunk more), never the last file; the instruct arm
+    keeps every converted text (taken from a late file, as shard_by files jobs do) and fills the
+    rest with raw text, so the augmented texts are the intended 1/5 of the tokens."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    rng = random.Random(3)
+    rows = {f: [{"id": f"f{f}r{r}", "content": " ".join(rng.choice(WORDS) for _ in range(20))} for r in range(40)]
+            for f in range(12)}
+    data = tmp_path / "refinedweb" / "data"
+    data.mkdir(parents=True)
+    for f, recs in rows.items():
+        path = data / f"train-{f:05d}-of-00012.parquet"
+        if f == 11:
+            path.write_bytes(b"not parquet: opening this file means the corpus was read past the budget")
+        else:
+            pq.write_table(pa.Table.from_pylist(recs), path)
+    ctx, cfg = _setup(tmp_path, inputs, arms=["vanilla", "instruct"], raw_corpus=f"hf:{tmp_path / 'refinedweb'}",
+                      tuning_repeat=0, chunk_docs=16)
+    tok = pretrain.load_tokenizer(ctx, "tiny")
+
+    def cost(r):
+        return len(tok(r["content"], add_special_tokens=False)["input_ids"]) + 2
+
+    budget = cfg.steps * cfg.batch_tokens
+    csum = np.cumsum([cost(r) for f in range(11) for r in rows[f]])
+    subset = int(np.searchsorted(csum, budget)) + 1  # texts of the budget-sized prefix
+    converted = rows[9][:subset // 5]  # 1/5 of the subset's texts, from a file beyond the prefix
+    io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl",
+                   [{"id": r["id"], "member_ids": [r["id"]], "text": r["content"], "members": []} for r in converted])
+    consumed = []
+    real = pretrain._rows
+    monkeypatch.setattr(pretrain, "_rows", lambda s, split="train": (consumed.append(s) or r for r in real(s, split)))
+    data_ = pretrain.prepare_data(ctx, cfg)
+    v, i = data_["vanilla"].sources["raw"], data_["instruct"].sources["instruct_corpus"]
+    assert v["records_read"] == v["cache_docs"] <= v["docs_used"] + cfg.chunk_docs < 12 * 40 // 2
+    assert v["docs_used"] == subset  # exactly the budget's prefix
+    assert not v["source_exhausted"] and data_["vanilla"].efficiency == 1.0
+    assert i["augmented_docs"] == len(converted) and i["converted_skipped"] == 0
+    assert i["records_read"] <= i["docs_used"] - len(converted) + cfg.chunk_docs
+    share = data_["instruct"].augmented
+    want = sum(cost(r) for r in converted) / budget
+    assert abs(share["token_share"] - want) < 0.02 and abs(want - 0.2) < 0.02
+    assert share["augmented_docs_read"] == len(converted) and abs(share["doc_share_of_corpus"] - 0.2) < 0.03
+    summary = pretrain.data_summary(data_)
+    assert summary.set_index("arm").loc["instruct", "augmented_share"] == round(share["token_share"], 3)
+    # cached: a rerun reads nothing
+    consumed.clear()
+    again = pretrain.prepare_data(ctx, cfg)
+    assert not consumed and again["instruct"].augmented == share

@@ -230,13 +230,13 @@ def test_stage02_rule_based_needs_no_model_and_variants(tmp_path):
     assert all(s.pairs == [list(p) for p in rb.mine(s.raw_text, 0)] for s in synths)
     assert sum(s.inherited for s in synths) == len(texts) // 2  # round 1 inherits round 0's chains
     rows = sy.write_augmented(ctx, cfg, synths)
-    assert all(r["raw_text"] in r["text"] and r["pairs"] for r in rows)
+    assert all(m["raw_text"] in r["text"] and m["pairs"] for r in rows for m in r["members"])
     m = sy.summarize(stats, synths, engine, info, sy.write_stats(ctx, synths, rows, cfg))
     assert m["backend"] == "rule_based" and m["pairs_per_text"] > 5 and m["parse_failure_rate"] == 0
     out = sy.run_variants(ctx, cfg, texts, stats, engine, tok)
     path = sy.variant_augmented(ctx.work_root, "one_shot_rules")
     vrows = [json.loads(line) for line in open(path)]
-    assert len(vrows) == len(texts) and not any(r["inherited"] for r in vrows)
+    assert len(vrows) == len(texts) and not any(m["inherited"] for r in vrows for m in r["members"])
     assert out["one_shot_rules"]["rounds"] == 1
     assert (tmp_path / "02_synthesize/variants/one_shot_rules/metrics.json").exists()
     df = sy.variants_frame(m, out)
@@ -267,4 +267,5 @@ def test_sharded_rule_based_with_variant_merges_like_one_shard(tmp_path):
     a = [json.loads(x) for x in open(sy.variant_augmented(ctx.work_root, "single"))]
     b = [json.loads(x) for x in open(sy.variant_augmented(whole.work_root, "single"))]
     # shards take every other record, so compare by id: same texts, same mined pairs
-    assert len(a) == 20 and {r["id"]: r["pairs"] for r in a} == {r["id"]: r["pairs"] for r in b}
+    assert len(a) == 20 and {m["id"]: m["pairs"] for r in a for m in r["members"]} == \
+        {m["id"]: m["pairs"] for r in b for m in r["members"]}

@@ -236,17 +236,37 @@ def test_engine_stamp_follows_the_weights(tmp_path):
     assert model_fingerprint("org/hub-model") == "org/hub-model"
 
 
-def test_rows_follow_the_contract():
+def test_rows_are_documents():
+    """One row per pre-training document: a run of chained texts with pairs is one document,
+    a text without pairs its own raw one; every text in exactly one row, in chain order."""
     out, _ = _run(_texts(["w0", "nopair1"] + [f"w{i}" for i in range(2, 9)]), rounds=3)
     rows = sy.build_rows(out, seed=0)
-    assert sorted(r["id"] for r in rows) == sorted(s.id for s in out)
-    keys = {"id", "domain", "text", "raw_text", "pairs", "chain_id", "inherited", "mode", "layout"}
+    assert sorted(i for r in rows for i in r["member_ids"]) == sorted(s.id for s in out)
+    keys = {"id", "member_ids", "domain", "chain_id", "text", "layout", "mode", "dropped_pairs", "members"}
+    mkeys = {"id", "raw_text", "pairs", "mode", "inherited", "dropped_pairs"}
+    by_id = {s.id: s for s in out}
     for r in rows:
-        assert set(r) == keys and r["raw_text"] in r["text"]
-    chains = [r["chain_id"] for r in rows]
-    assert chains == sorted(chains, key=chains.index)  # members of a chain are consecutive
-    raw = [r for r in rows if not r["pairs"]]
-    assert raw and all(r["mode"] == "raw" and r["text"] == r["raw_text"] for r in raw)
+        assert set(r) == keys and r["id"] == r["member_ids"][0]
+        assert [m["id"] for m in r["members"]] == r["member_ids"]
+        for m in r["members"]:
+            assert set(m) == mkeys and m["raw_text"] in r["text"] and m["inherited"] == by_id[m["id"]].inherited
+        keys_in_doc = [by_id[i].key for i in r["member_ids"]]
+        assert keys_in_doc == sorted(keys_in_doc)
+    # chains 0 (w0 w3 w6) and 2 (w2 w5 w8) are one document each; nopair1 is raw; w4 w7 chain anew
+    docs = {tuple(r["member_ids"]) for r in rows}
+    assert docs == {("id-w0", "id-w3", "id-w6"), ("id-w2", "id-w5", "id-w8"), ("id-nopair1",), ("id-w4", "id-w7")}
+    raw = [r for r in rows if r["layout"] == "raw"]
+    assert len(raw) == 1 and raw[0]["text"] == raw[0]["members"][0]["raw_text"] and raw[0]["mode"] == "raw"
+
+
+def test_inherited_means_history_and_pairs():
+    # nopair4 is prompted with w1's example (a history) but yields no pairs: not inherited
+    out, _ = _run(_texts(["w0", "w1", "w2", "w3", "nopair4", "w5"]), rounds=2)
+    by = {s.id: s for s in out}
+    assert by["id-nopair4"].history and not by["id-nopair4"].pairs and not by["id-nopair4"].inherited
+    assert by["id-w3"].inherited and not by["id-w0"].inherited
+    rows = sy.build_rows(out, seed=0)
+    assert ("id-w1",) in {tuple(r["member_ids"]) for r in rows}  # its successor broke off
 
 
 # ----------------------------------------------------------------------------- inputs

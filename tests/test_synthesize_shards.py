@@ -86,7 +86,8 @@ def test_two_shards_merged_equal_one_shard(tmp_path):
     import pandas as pd
 
     stats = pd.read_csv(stage_dir / "synthesis_stats.csv")
-    assert len(stats) == len(rows) and sorted(stats["shard"].unique()) == [0, 1]
+    assert len(stats) == len(ids) and sorted(stats["shard"].unique()) == [0, 1]  # one line per text
+    assert merged["documents"] == len(rows) < len(ids) and merged["multi_text_share"] > 0
     assert (stage_dir / "synthesis.png").exists()
     # the typed Parquet twins (merged and single-shard) hold the same rows; shards have none
     assert not list(work.glob("augmented-*.parquet"))
@@ -341,7 +342,7 @@ def test_merged_stats_are_byte_identical_to_the_pandas_concatenation(tmp_path):
     # quoted fields (commas, quotes, newlines) and empty cells survive unchanged
     tricky = tmp_path / "tricky.csv"
     tricky.write_text(paths[0].read_text().splitlines()[0] + "\n"
-                      + '"a,b",general,0,0,"x ""q""\ny",False,0,False,False,False,5,7,3,1,0,0,7.25,,\n')
+                      + '"a,b",general,0,0,"x ""q""\ny",False,0,False,False,False,5,7,3,1,0,0,7.25,,,0,,0,0\n')
     assert sy.merge_stats_csv([(0, tricky)], tmp_path / "t.csv") and \
         (tmp_path / "t.csv").read_bytes() == _pandas_concat_csv([tricky])
 

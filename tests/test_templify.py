@@ -1,6 +1,9 @@
-"""templify: property tests (verbatim text, plain pairs kept, determinism) and the modes."""
+"""templify: documents from chains, one pattern per question type, the release's shapes and
+layout shares (measured over a few thousand synthetic chains), dropped pairs, determinism."""
 import random
 from collections import Counter
+
+import pytest
 
 from ipt_utils import templify as tp
 from ipt_utils.templify import Member
@@ -12,66 +15,240 @@ def _sentence(rng, n=8):
     return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
 
 
-def _pair(rng, kind):
-    q, a = _sentence(rng, 6)[:-1] + "?", _sentence(rng, 4)
-    if kind == "options":
-        opts = [_sentence(rng, 2) for _ in range(3)]
-        return f"{q}\nOptions:\n" + "\n".join(f"- {o}" for o in opts), opts[1]
-    if kind == "cot":
-        return f"{q}\nLet's think step by step.", f"{_sentence(rng)}\nTherefore, the answer is {a}"
-    return q, a
+class Gen:
+    """Synthetic chains; options carry unique tokens so their presence is checkable; the
+    malformed pairs it makes are counted in `bad`."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+        self.k = 0
+        self.bad = 0
+
+    def pair(self, kind):
+        rng = self.rng
+        self.k += 1
+        q, a = f"{_sentence(rng, 6)[:-1]} q{self.k}?", f"{_sentence(rng, 4)[:-1]} a{self.k}."
+        if kind in ("options", "options+cot", "bad_option"):
+            opts = [f"opt{self.k}x{j}" for j in range(3)]
+            q = f"{q}\nOptions:\n" + "\n".join(f"- {o}" for o in opts)
+            a = "something else" if kind == "bad_option" else opts[1]
+        if kind in ("cot", "options+cot"):
+            return f"{q}\nLet's think step by step.", f"{_sentence(rng)} r{self.k}.\nTherefore, the answer is {a}"
+        if kind == "bad_cot":  # two markers: the release drops it
+            return (f"{q}\nLet's think step by step.",
+                    f"So. Therefore, the answer is x.\nTherefore, the answer is {a}")
+        if kind.startswith("bad"):
+            self.bad += 1
+        return q, a
+
+    def chain(self, cid, m):
+        members = []
+        for j in range(m):
+            n = self.rng.choice([0, 1, 2, 3, 4, 5, 5, 6]) if j == 0 else self.rng.choice([0, 2, 3, 4, 5, 6])
+            kinds = self.rng.choices(["plain", "options", "cot", "options+cot", "bad_cot", "bad_option"],
+                                     [50, 17, 15, 12, 3, 3], k=n)
+            self.bad += kinds.count("bad_cot")
+            pairs = [self.pair(kd) for kd in kinds]
+            members.append(Member(f"{cid}.{j}", " ".join(_sentence(self.rng) for _ in range(3)), pairs))
+            if not pairs:  # a text without pairs breaks the chain
+                break
+        return members
 
 
-def _chain(rng, cid):
-    members = []
-    for j in range(rng.randint(1, 3)):
-        n = rng.choice([0, 1, 2, 3, 4]) if j == 0 else rng.choice([1, 2, 3])
-        pairs = [_pair(rng, rng.choice(["plain", "plain", "options", "cot"])) for _ in range(n)]
-        members.append(Member(f"{cid}.{j}", " ".join(_sentence(rng) for _ in range(3)), pairs))
-        if not pairs:
-            break
-    return members
+def _chains(seed=0, n=3000):
+    g = Gen(seed)
+    return [(f"c{i}", g.chain(f"c{i}", 2 if i % 2 else 3)) for i in range(n)], g
 
 
-def _chains(seed, n=200):
-    rng = random.Random(seed)
-    return [(f"c{i}", _chain(rng, f"c{i}")) for i in range(n)]
+@pytest.fixture(scope="module")
+def rendered():
+    chains, g = _chains()
+    return chains, g, [(members, tp.templify_chain(members, 0, cid)) for cid, members in chains]
 
 
-def test_properties_verbatim_text_plain_pairs_and_determinism():
-    for seed in range(3):
-        for cid, members in _chains(seed):
-            out = tp.templify_chain(members, seed, cid)
-            assert out == tp.templify_chain(members, seed, cid)
-            assert [o["id"] for o in out] == [m.id for m in members]
-            for m, o in zip(members, out):
-                assert m.text in o["text"]
-                for q, a in m.pairs:
+def _expected_docs(members):
+    """Independent statement of the rule: runs of members with a usable pair; others alone."""
+    groups, run = [], []
+    for m in members:
+        if any(not tp.parse_pair(q, a).malformed for q, a in m.pairs):
+            run.append(m.id)
+        else:
+            if run:
+                groups.append(run)
+            run = []
+            groups.append([m.id])
+    return groups + ([run] if run else [])
+
+
+def test_documents_cover_every_text_once_in_order(rendered):
+    chains, g, out = rendered
+    n_docs = n_multi = n_texts = 0
+    for members, docs in out:
+        assert [i for d in docs for i in d["member_ids"]] == [m.id for m in members]
+        assert [d["member_ids"] for d in docs] == _expected_docs(members)
+        for d in docs:
+            assert d["text"].strip()  # no empty documents
+            assert d["id"] == d["member_ids"][0]
+            for mid in d["member_ids"]:
+                assert next(m for m in members if m.id == mid).text in d["text"]
+            if d["layout"] == tp.RAW:
+                assert len(d["member_ids"]) == 1 and d["text"] == members[[m.id for m in members].index(d["id"])].text
+        n_docs += len(docs)
+        n_multi += sum(len(d["member_ids"]) > 1 for d in docs)
+        n_texts += len(members)
+    # measured on this fixed chain set (M = 2 and 3, ~15% pair-less texts)
+    # (the release: M=2 1.63 texts per document, M=3 2.08; these chains mix M=2 and 3)
+    assert 1.1 < n_docs / len(chains) < 1.3
+    assert 0.55 < n_multi / n_docs < 0.68
+    assert 1.7 < n_texts / n_docs < 2.05
+
+
+def test_dropped_pairs_counted_exactly(rendered):
+    _, g, out = rendered
+    dropped = sum(d["dropped"] for _, docs in out for d in docs)
+    assert dropped == g.bad > 100
+    for members, docs in out:
+        for d in docs:
+            assert d["dropped"] == sum(x["dropped"] for x in d["members"])
+            assert "something else" not in d["text"]  # the option answer matching no option is gone
+
+
+def test_one_wrapper_per_question_type_per_document(rendered):
+    _, _, out = rendered
+    by_id = {}
+    for members, docs in out:
+        by_id.update((m.id, m) for m in members)
+        for d in docs:
+            if d["layout"] != "classic" or tp.PLAIN not in d["modes"]:
+                continue
+            pat = tp.QA_POOL[d["pattern_index"][tp.PLAIN]]
+            for mid in d["member_ids"]:
+                for q, a in by_id[mid].pairs:
                     if tp.parse_pair(q, a).mode == tp.PLAIN:
-                        assert q in o["text"] and a in o["text"]
-                if not m.pairs:
-                    assert o["text"] == m.text and o["mode"] == o["layout"] == tp.RAW
-                # one layout per document
-                assert o["layout"] in (out[0]["layout"], tp.RAW)
+                        assert pat.inp.format(q=q, a=a) in d["text"] and pat.out.format(q=q, a=a) in d["text"]
+            assert set(d["pattern_index"]) == set(d["modes"])
 
 
-def test_seed_changes_output():
-    members = _chains(0, 1)[0][1]
-    texts = {tp.templify_chain(members, s, "c0")[0]["text"] for s in range(30)}
+def _share(xs, pred):
+    xs = list(xs)
+    return sum(map(pred, xs)) / len(xs)
+
+
+def test_layout_shares(rendered):
+    _, _, out = rendered
+    docs = [d for _, ds in out for d in ds if d["layout"] != tp.RAW]
+    eligible = [d for d in docs if min(x["pairs_kept"] for x in d["members"]) >= 2]
+    few = [d for d in docs if min(x["pairs_kept"] for x in d["members"]) < 2]
+    assert len(eligible) > 2000 and len(few) > 300
+    mix = Counter(d["layout"] for d in eligible)
+    for name, w in tp.LAYOUT_WEIGHTS.items():
+        assert abs(mix[name] / len(eligible) - w) < max(0.02, w * 0.4), (name, mix)
+    assert set(Counter(d["layout"] for d in few)) <= set(tp.FEW_PAIR_WEIGHTS)
+    classic = [d for d in docs if d["layout"] == "classic"]
+    assert abs(_share(classic, lambda d: d["bridge"]) - tp.BRIDGE_SHARE) < 0.04
+
+
+def test_option_less_about_half_and_really_without_options(rendered):
+    chains, _, out = rendered
+    opt_docs = [d for _, ds in out for d in ds if d["option_less"] is not None]
+    assert len(opt_docs) > 800
+    assert 0.42 < _share(opt_docs, lambda d: d["option_less"]) < 0.58
+    by_id = {m.id: m for _, ms in chains for m in ms}
+    for d in opt_docs:
+        for mid in d["member_ids"]:
+            for q, a in by_id[mid].pairs:
+                p = tp.parse_pair(q, a)
+                if p.mode != tp.OPTIONS or p.malformed:
+                    continue
+                wrong = [o for o in p.options if o != p.answer]
+                listed = all(o in d["text"] for o in wrong)
+                assert listed != d["option_less"], d["text"]
+                assert p.answer in d["text"] or not d["option_less"]
+
+
+def test_pattern_shape_shares(rendered):
+    _, _, out = rendered
+    docs = [d for _, ds in out for d in ds]
+    qa = [d["patterns"][tp.PLAIN] for d in docs if tp.PLAIN in d["patterns"]]
+    cot = [d["patterns"][t] for d in docs for t in (tp.COT, tp.OPTIONS_COT) if t in d["patterns"]]
+    assert abs(_share(qa, lambda s: s == tp.INVERTED) - 0.13) < 0.03
+    assert abs(_share(cot, lambda s: s == tp.INVERTED) - 0.20) < 0.04
+    assert abs(_share(cot, lambda s: s == tp.ANSWER_FIRST) - 0.19) < 0.04
+    assert abs(_share(cot, lambda s: s == tp.RATIONALE_IN) - 0.11) < 0.04
+
+
+def test_pool_sizes_and_shapes():
+    assert 75 <= len(tp.QA_POOL) <= 90 and 45 <= len(tp.OPTION_POOL) <= 55
+    assert 190 <= len(tp.COT_POOL) <= 220 and 190 <= len(tp.OPTION_COT_POOL) <= 250
+    assert sum(not p.lists_options for p in tp.OPTION_POOL) * 2 == len(tp.OPTION_POOL)
+    assert all(p.lists_options for p in tp.OPTION_COT_POOL)
+    for pool in tp.POOLS.values():
+        assert len({(p.inp, p.out) for p in pool}) == len(pool)  # no duplicates
+        for p in pool:
+            both = p.inp + p.out
+            assert "{q}" in both and "{a}" in both
+            if p.shape == tp.INVERTED:  # answer given, question asked
+                assert "{a}" in p.inp and "{q}" in p.out and "{q}" not in p.inp
+            if p.shape == tp.ANSWER_FIRST:
+                assert p.out.index("{a}") < p.out.index("{r}")
+            if p.shape == tp.RATIONALE_IN:
+                assert "{r}" in p.inp and "{a}" in p.out
+    for pat in tp.TEXT_PATTERNS:
+        assert pat.count("{text}") == 1
+    assert sum(p == "{text}" for p in tp.TEXT_PATTERNS) * 2 == len(tp.TEXT_PATTERNS)
+
+
+def _find_layout(members, layout):
+    for s in range(3000):
+        d = tp.templify_chain(members, s)[0]
+        if d["layout"] == layout:
+            return d
+    raise AssertionError(layout)
+
+
+def test_layout_structures():
+    members = [Member("a", "Alpha text.", [("Q one?", "A one."), ("Q two?", "A two."), ("Q three?", "A three.")])]
+    t = _find_layout(members, "numbered")["text"]
+    assert max(t.index(q) for q in ("Q one?", "Q two?", "Q three?")) < min(t.index(a) for a in ("A one.", "A two.", "A three."))
+    t = _find_layout(members, "inline")["text"]
+    assert any(t[t.index("Q three?") - len(m):t.index("Q three?")] == m or m in t for _, m in tp.INLINE_STYLES)
+    t = _find_layout(members, "next_turn")["text"]
+    assert any(f.split("{")[0] in t for f in tp.NEXT_TURN_FRAMES)
+    t = _find_layout(members, "pairs_first")["text"]
+    assert t.index("A three.") < t.index("Alpha text.") and any(f in t for f in tp.PAIRS_FIRST_FRAMES)
+    t = _find_layout(members, "dialog")["text"]
+    assert any(f"{u}: " in t and f"{b}: " in t for u, b in tp.DIALOG_ROLES)
+
+
+def test_determinism_and_seed_changes_output():
+    members = _chains(1, 1)[0][0][1]
+    assert tp.templify_chain(members, 3, "c") == tp.templify_chain(members, 3, "c")
+    texts = {tp.templify_chain(members, s, "c")[0]["text"] for s in range(30)}
     assert len(texts) > 5
 
 
-def test_parse_pair_modes():
+def test_parse_pair_modes_and_malformed():
     p = tp.parse_pair("Which?\nOptions:\n- red\n- blue", "blue")
-    assert (p.mode, p.question, p.options, p.answer) == (tp.OPTIONS, "Which?", ["red", "blue"], "blue")
+    assert (p.mode, p.question, p.options, p.answer, p.malformed) == (tp.OPTIONS, "Which?", ["red", "blue"], "blue", "")
     p = tp.parse_pair("Why?\nLet's think step by step.", "Because X.\nTherefore, the answer is Y.")
     assert (p.mode, p.question, p.rationale, p.answer) == (tp.COT, "Why?", "Because X.", "Y")
-    p = tp.parse_pair("Which?\nOptions:\n- a\n- b\nLet's think step by step.",
-                      "Since...\nTherefore, the answer is b")
+    p = tp.parse_pair("Which?\nOptions:\n- a\n- b\nLet's think step by step.", "Since...\nTherefore, the answer is b")
     assert (p.mode, p.options, p.answer) == (tp.OPTIONS_COT, ["a", "b"], "b")
     assert tp.parse_pair("Just a question?", "Answer.").mode == tp.PLAIN
-    # an "Options:" line without a list stays plain
     assert tp.parse_pair("Options:\nnone here", "x").mode == tp.PLAIN
+    assert tp.parse_pair("Why?\nLet's think step by step.", "No marker at all.").malformed == "cot"
+    assert tp.parse_pair("Why?\nLet's think step by step.",
+                         "Therefore, the answer is a. Therefore, the answer is b").malformed == "cot"
+    assert tp.parse_pair("Why?\nLet's think step by step.", "R.\nTherefore, the answer is").malformed == "cot"
+    assert tp.parse_pair("Which?\nOptions:\n- red\n- blue", "green").malformed == "option"
+    # "none of the above" answers match a none-like option
+    assert not tp.parse_pair("Which?\nOptions:\n- red\n- none of the above", "Not enough information").malformed
+
+
+def test_all_pairs_dropped_makes_a_raw_document():
+    m = Member("x", "Some text.", [("Which?\nOptions:\n- red\n- blue", "green")])
+    (d,) = tp.templify_chain([m], 0)
+    assert (d["layout"], d["text"], d["dropped"]) == (tp.RAW, "Some text.", 1)
 
 
 def test_options_shuffled_and_answer_mapped_to_label():
@@ -79,40 +256,20 @@ def test_options_shuffled_and_answer_mapped_to_label():
     style = tp.OptionStyle("\nChoices:\n", "ABC", "({})", "\n", "{label}", "unknowable")
     seen = set()
     for s in range(20):
-        q, a = tp.render_options(p, style, random.Random(s))
-        lines = q.split("\n")[2:]
+        block, a = tp.render_options(p, style, random.Random(s))
+        lines = block.split("\n")[2:]
         assert sorted(line[4:] for line in lines) == ["blue", "green", "red"]
-        assert f"{a} green" in lines  # answer is the label of "green"
+        assert f"{a} green" in lines
         seen.add(tuple(lines))
-    assert len(seen) > 1  # shuffled
+    assert len(seen) > 1
     bullets = tp.OptionStyle("\n", None, "-", "\n", "{label}", "unknowable")
-    assert tp.render_options(p, bullets, random.Random(0))[1] == "green"  # no unique labels
+    assert tp.render_options(p, bullets, random.Random(0))[1] == "green"
+    assert tp.render_options(p, style, random.Random(0), listed=False) == ("", "green")
 
 
 def test_none_of_the_above_maps_to_unanswerable():
     p = tp.parse_pair("Which?\nOptions:\n- red\n- none of the above", "None of the above.")
     style = tp.OptionStyle("\nOptions:\n", "ABC", "{}.", "\n", "{label}. {text}", "It is impossible to tell.")
-    q, a = tp.render_options(p, style, random.Random(1))
-    assert "It is impossible to tell." in q and a.endswith("It is impossible to tell.")
-    assert "none of the above" not in q
-
-
-def test_layout_mix():
-    rng = random.Random(5)
-    many = [Member(f"m{i}", _sentence(rng), [_pair(rng, "plain") for _ in range(3)]) for i in range(2000)]
-    mix = Counter(tp.templify_chain([m], 0, m.id)[0]["layout"].split("+")[0] for m in many)
-    assert set(mix) == set(tp.LAYOUTS)
-    assert 0.75 < mix["classic"] / 2000 < 0.85
-    few = [Member(f"f{i}", _sentence(rng), [_pair(rng, "plain")]) for i in range(500)]
-    mix = Counter(tp.templify_chain([m], 0, m.id)[0]["layout"].split("+")[0] for m in few)
-    assert set(mix) <= {"classic", "dialog"}
-
-
-def test_pattern_pools_are_well_formed():
-    for pat in tp.TEXT_PATTERNS:
-        assert pat.count("{text}") == 1
-    for pool in (tp.QA_PATTERNS, tp.INLINE_PATTERNS):
-        for pat in pool:
-            assert pat.format(q="Q", a="A").count("Q") >= 1
-    assert 15 <= len(tp.QA_PATTERNS) <= 30
-    assert sum(p == "{text}" for p in tp.TEXT_PATTERNS) * 2 == len(tp.TEXT_PATTERNS)
+    block, a = tp.render_options(p, style, random.Random(1))
+    assert "It is impossible to tell." in block and a.endswith("It is impossible to tell.")
+    assert "none of the above" not in block
