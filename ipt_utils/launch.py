@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -97,28 +98,32 @@ def launch(ctx, section: str, cfg, config_file: str, module: str) -> dict:
         old.unlink()
     cmd, n, why = launch_command(config_file, module, spec_path)
     log_path = ctx.work / "launch.log"
-    print(f"[launch] {module}: {n} process(es) ({why}); log {log_path}", flush=True)
-    rc = stream(cmd, log_path)
+    rc = stream(cmd, log_path, f"[launch] {module}: {n} process(es) ({why}); log {log_path}")
     if rc != 0:
         raise LaunchError(failure_message(module, rc, log_path, errors))
     return io.read_json(ctx.work / "launch_metrics.json")
 
 
-def stream(cmd: list[str], log_path: Path) -> int:
+def stream(cmd: list[str], log_path: Path, header: str = "") -> int:
     """Run cmd; its stdout+stderr go line by line to our stdout (the notebook) and log_path."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w", encoding="utf-8") as log:
+        if header:
+            print(header, flush=True)
+            log.write(header + "\n")
         log.write("$ " + " ".join(cmd) + "\n")
+        # own process group: an interrupted kernel stops the launcher and every rank together
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", bufsize=1)
+                                text=True, errors="replace", bufsize=1, start_new_session=True)
         try:
             for line in proc.stdout:
                 sys.stdout.write(line)
                 log.write(line)
                 log.flush()
             return proc.wait()
-        except BaseException:  # interrupted kernel: never leave ranks running
-            proc.kill()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
         finally:

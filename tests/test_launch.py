@@ -18,7 +18,8 @@ from test_synth_tune import _cfg as _synth_cfg
 from test_synth_tune import _ctx as _synth_ctx
 
 FSDP = "params/accelerate/fsdp.yaml"  # the shipped config: FSDP2, bf16 (turned off on CPU), 8 processes
-pytestmark = pytest.mark.slow
+# each launch costs 20-60 s on 2 shared cores; together well over 3 minutes: the launches are `slow`
+launched = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +50,8 @@ def _stage01(tmp_path, arch: str, method: str, **over):
     ctx = _synth_ctx(tmp_path)
     if arch == "llama":
         over["base_model"] = _build_llama(tmp_path / "llama", assets.tiny_tokenizer(ctx))
-    cfg = _synth_cfg(tmp_path, method=method, accelerate_config=FSDP, max_steps=4, save_steps=2, **over)
+    cfg = _synth_cfg(tmp_path, **{"method": method, "accelerate_config": FSDP, "max_steps": 4, "save_steps": 2,
+                                  **over})
     return ctx, cfg
 
 
@@ -96,6 +98,7 @@ def _check_saved(ctx, cfg, tok, model_type: str):
     return model
 
 
+@launched
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("arch,method", [("mistral", "lora"), ("llama", "full"), ("llama", "lora")])
 def test_stage01_fsdp_two_processes(tmp_path, monkeypatch, arch, method):
@@ -108,6 +111,7 @@ def test_stage01_fsdp_two_processes(tmp_path, monkeypatch, arch, method):
     _check_saved(ctx, cfg, tok, arch)
 
 
+@launched
 @pytest.mark.timeout(600)
 def test_stage01_killed_rank_resumes(tmp_path, monkeypatch):
     ctx, cfg = _stage01(tmp_path, "mistral", "full", max_steps=6)
@@ -123,6 +127,7 @@ def test_stage01_killed_rank_resumes(tmp_path, monkeypatch):
     _check_saved(ctx, cfg, tok, "mistral")
 
 
+@launched
 @pytest.mark.timeout(600)
 def test_pretrain_scratch_init_built_once_and_resumes(tmp_path, monkeypatch, inputs):  # noqa: F811
     from transformers import AutoModelForCausalLM
@@ -144,6 +149,7 @@ def test_pretrain_scratch_init_built_once_and_resumes(tmp_path, monkeypatch, inp
     assert len(pretrain.loss_frame(ctx, cfg)) == 6
 
 
+@launched
 @pytest.mark.timeout(600)
 def test_failing_rank_traceback_in_error_then_resume(tmp_path, monkeypatch, capfd, tune_env):  # noqa: F811
     ctx, cfg = _tune_setup(tune_env, tmp_path, arms=("vanilla",), accelerate_config=FSDP, max_steps=4,
@@ -162,6 +168,7 @@ def test_failing_rank_traceback_in_error_then_resume(tmp_path, monkeypatch, capf
     assert (ctx.work / "vanilla" / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.timeout(60)
 def test_num_processes_follows_the_machine(monkeypatch, tmp_path):
     """IPT_NUM_PROCESSES, else the CUDA devices, else the config; CPU launches turn bf16 off."""
     monkeypatch.setenv(launch.NUM_PROCESSES_ENV, "3")
@@ -179,9 +186,37 @@ def test_num_processes_follows_the_machine(monkeypatch, tmp_path):
         launch.launch_command(FSDP, "ipt_utils.pretrain", tmp_path / "launch.json")
 
 
+@pytest.mark.timeout(60)
 def test_fsdp_config_wraps_by_the_models_own_layers():
     import yaml
 
     cfg = yaml.safe_load((REPO_ROOT / FSDP).read_text())
     assert "fsdp_transformer_layer_cls_to_wrap" not in cfg["fsdp_config"]
     assert cfg["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+@pytest.mark.timeout(300)
+def test_stage01_in_process_keeps_no_model(tmp_path, monkeypatch):
+    """Without accelerate_config `train` loads the base itself and drops it on return, so the
+    notebook's kernel holds no model when the synthesizer evaluation starts its engines."""
+    import gc
+    import weakref
+
+    ctx = _synth_ctx(tmp_path)
+    cfg = _synth_cfg(tmp_path, max_steps=2, save_steps=2)
+    loaded, real_load = [], synth_tune.load_base_model
+
+    def load(*a, **k):
+        model = real_load(*a, **k)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(synth_tune, "load_base_model", load)
+    examples, _ = synth_tune.load_collection(cfg)
+    train, _, _ = synth_tune.split_examples(examples, cfg, ctx.seed)
+    tok = synth_tune.base_tokenizer(ctx, cfg)
+    seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, ctx.seed)
+    metrics = synth_tune.train(ctx, cfg, seqs, None, tok)
+    assert metrics["steps"] == 2 and (ctx.work / "model" / "model.safetensors").exists()
+    gc.collect()
+    assert len(loaded) == 1 and loaded[0]() is None
