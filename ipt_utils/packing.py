@@ -70,7 +70,7 @@ class Docs:
     def take(self, index: np.ndarray) -> "Docs":
         """Documents in the order of `index` (repeats allowed), vectorised."""
         index = np.asarray(index, dtype=np.int64)
-        lengths = self.lengths[index]
+        lengths = self.offsets[index + 1] - self.offsets[index]
         offsets = np.zeros(len(index) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         # position j of the output maps to starts[doc(j)] + (j - offsets[doc(j)])
@@ -94,8 +94,9 @@ class Docs:
 
 
 def write_docs_dir(path: Path, token_chunks: Iterable[np.ndarray], offsets: np.ndarray | None = None,
-                   lengths: Iterable[np.ndarray] | None = None) -> None:
-    """Stream token chunks to `<path>/tokens.bin` and write offsets.npy; atomic (tmp dir + rename)."""
+                   lengths: Iterable[np.ndarray] | None = None, meta: dict | None = None) -> None:
+    """Stream token chunks to `<path>/tokens.bin` and write offsets.npy (and `meta` as meta.json,
+    read after the chunks are consumed); atomic (tmp dir + rename)."""
     import shutil
 
     tmp = path.with_name(path.name + ".tmp")
@@ -109,6 +110,8 @@ def write_docs_dir(path: Path, token_chunks: Iterable[np.ndarray], offsets: np.n
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
     np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    if meta is not None:
+        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, default=str))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
@@ -195,17 +198,49 @@ def tokenize(tokenizer, texts: Iterable[str], batch_size: int = 1000, num_proc: 
 
 
 def tokenize_to_disk(tokenizer, texts: Iterable[str], path: Path, batch_size: int = 1000, num_proc: int = 1,
-                     chunk_docs: int = 100_000) -> Docs:
-    """Stream-tokenize into the cache directory `path` (tokens.bin + offsets.npy); memory-mapped result."""
+                     chunk_docs: int = 100_000, max_tokens: int = 0, info: dict | None = None) -> Docs:
+    """Stream-tokenize into the cache directory `path` (tokens.bin + offsets.npy); memory-mapped result.
+
+    max_tokens > 0: stop reading `texts` after the chunk in which the documents' cost (length
+    + 2 for <s>/</s>) reaches max_tokens, so a corpus larger than the budget is read only that
+    far (at most one chunk more). meta.json records docs, tokens, cost, whether the texts ran
+    out (`exhausted`) and `info` (the source's own counters, read when reading stops)."""
     lengths: list[np.ndarray] = []
+    meta = {"docs": 0, "tokens": 0, "cost": 0, "exhausted": True, "max_tokens": max_tokens}
 
     def token_chunks():
-        for d in iter_tokenized(tokenizer, texts, batch_size, num_proc, chunk_docs):
-            lengths.append(d.lengths)
-            yield d.tokens
+        chunks = iter_tokenized(tokenizer, texts, batch_size, num_proc, chunk_docs)
+        try:
+            for d in chunks:
+                lengths.append(d.lengths)
+                meta["docs"] += len(d)
+                meta["tokens"] += int(d.offsets[-1])
+                meta["cost"] += int(d.offsets[-1]) + 2 * len(d)
+                yield d.tokens
+                if max_tokens and meta["cost"] >= max_tokens:
+                    meta["exhausted"] = False  # stopped by the budget (the texts may hold more)
+                    break
+        finally:
+            chunks.close()  # stops the worker pool; no text is read past this point
+        meta["source"] = dict(info or {})
 
-    write_docs_dir(Path(path), token_chunks(), lengths=lengths)
+    write_docs_dir(Path(path), token_chunks(), lengths=lengths, meta=meta)
     return Docs.load(path)
+
+
+def cache_meta(path: Path) -> dict:
+    """meta.json of a token cache; caches written before it existed hold a whole source."""
+    f = Path(path) / "meta.json"
+    return json.loads(f.read_text()) if f.exists() else {"exhausted": True, "source": {}}
+
+
+def prefix(docs: Docs, max_tokens: int) -> Docs:
+    """The first documents whose cost (length + 2) first reaches max_tokens (all when 0 or short)."""
+    if not max_tokens or len(docs) == 0:
+        return docs
+    csum = np.cumsum(docs.lengths + 2)
+    k = min(len(docs), int(np.searchsorted(csum, max_tokens, side="left")) + 1)
+    return Docs(docs.tokens[:int(docs.offsets[k])], docs.offsets[:k + 1])
 
 
 def cache_key(*parts) -> str:
@@ -229,13 +264,21 @@ def file_digest(path: Path) -> str:
 
 
 def cached_tokenize(cache_dir: Path, key: str, tokenizer, texts_fn, num_proc: int = 1,
-                    chunk_docs: int = 100_000) -> tuple[Docs, bool]:
+                    chunk_docs: int = 100_000, max_tokens: int = 0, info: dict | None = None) -> tuple[Docs, bool]:
     """Load `<cache_dir>/<key>/` (memory-mapped) or stream-tokenize the iterable `texts_fn()`
-    into it; returns (docs, hit)."""
+    into it; returns (docs, hit).
+
+    max_tokens > 0: only the prefix whose cost reaches max_tokens is read and returned (see
+    tokenize_to_disk; `info` is the dict the source's generator updates). A cache read with a
+    smaller budget is rebuilt for a larger one; one that holds the whole source serves any."""
     path = Path(cache_dir) / key
     if (path / "offsets.npy").exists():
-        return Docs.load(path), True
-    return tokenize_to_disk(tokenizer, texts_fn(), path, num_proc=num_proc, chunk_docs=chunk_docs), False
+        meta = cache_meta(path)
+        if meta["exhausted"] or (max_tokens and meta["cost"] >= max_tokens):
+            return prefix(Docs.load(path), max_tokens), True
+    docs = tokenize_to_disk(tokenizer, texts_fn(), path, num_proc=num_proc, chunk_docs=chunk_docs,
+                            max_tokens=max_tokens, info=info)
+    return prefix(docs, max_tokens), False
 
 
 # --------------------------------------------------------------------------- budget
@@ -311,7 +354,7 @@ def gather(sources: Sequence[Docs], src: np.ndarray, idx: np.ndarray) -> Docs:
     lengths = np.zeros(len(idx), dtype=np.int64)
     for k, d in enumerate(sources):
         sel = src == k
-        lengths[sel] = d.lengths[idx[sel]]
+        lengths[sel] = d.offsets[idx[sel] + 1] - d.offsets[idx[sel]]  # not d.lengths: O(selected), not O(all docs)
     offsets = np.zeros(len(idx) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     tokens = np.empty(int(offsets[-1]), dtype=np.int32)

@@ -33,8 +33,14 @@ synthesize.variants setting NAME, else a local JSONL path, e.g. another run's ou
 Such an arm has its own model (<work>/03_pretrain/<name>/model), loss curve and metrics;
 04_instruct_tune and 05_evaluate take it by name like any other arm.
 
-Data: each source is tokenized once (cache key: tokenizer + file contents + renderer
-version) under <work>/03_pretrain/cache, streamed in chunks of `chunk_docs` documents to
+Data: every source is streamed (`hf:` datasets with streaming=True) and read only as far as
+the arm's token budget needs (source_caps): tuning data and pairs up to the pool budget,
+then the raw corpus (or instruct_corpus: all augmented texts first, then unconverted raw
+texts) only for what the budget leaves, so a 1.7 TB hub corpus is never read whole and the
+converted texts keep their share of the tokens; the stage metrics record per source what was
+read (records, documents, tokens) and the augmented share. Each source is tokenized once
+(cache key: tokenizer + file contents + renderer version; a cache read for a larger budget
+serves smaller ones) under <work>/03_pretrain/cache, streamed in chunks of `chunk_docs` documents to
 an on-disk memory-mapped cache (tokenization over `num_proc` processes); an arm draws
 documents (by index, from their lengths) in shuffled epochs until its budget of
 `steps * batch_tokens` tokens is filled and packs them chunk by chunk into seq_len rows

@@ -154,3 +154,41 @@ def test_position_ids_restart_at_every_document():
     import torch
 
     assert packing.position_ids_for(torch.from_numpy(ids), BOS).tolist() == packing.position_ids_for(ids, BOS).tolist()
+
+
+def test_token_budget_stops_reading_and_the_cache_serves_smaller_budgets(tmp_path):
+    """max_tokens: reading stops after the chunk that reaches the budget (a hub corpus is never
+    read whole), num_proc/chunk_docs still apply; the prefix whose cost first reaches the budget
+    is returned; a cache read for a budget serves smaller ones and is rebuilt for larger ones."""
+    from ipt_utils import assets
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join('{"text": "alpha beta gamma %d delta"}\n' % i for i in range(50)))
+    tok = assets.build_tiny_tokenizer(tmp_path / "tok", vocab_size=300, files=[str(corpus)])
+    texts = [f"alpha beta {i} gamma delta" for i in range(1000)]
+    read = []
+
+    def texts_fn():
+        read.clear()
+        for i, t in enumerate(texts):
+            read.append(i)
+            info["read"] = len(read)
+            yield t
+
+    info = {}
+    full = packing.tokenize(tok, texts)
+    cost = np.cumsum(full.lengths + 2)
+    want = int(np.searchsorted(cost, 300)) + 1
+    docs, hit = packing.cached_tokenize(tmp_path / "cache", "k", tok, texts_fn, num_proc=2, chunk_docs=10,
+                                        max_tokens=300, info=info)
+    assert not hit and len(docs) == want and docs.tokens.tolist() == full.tokens[:full.offsets[want]].tolist()
+    assert len(read) == -(-want // 10) * 10 < 100  # whole chunks, stopped at the budget
+    meta = packing.cache_meta(tmp_path / "cache" / "k")
+    assert meta["exhausted"] is False and meta["docs"] == len(read) and meta["source"] == {"read": len(read)}
+    small, hit = packing.cached_tokenize(tmp_path / "cache", "k", tok, texts_fn, max_tokens=100)
+    assert hit and len(small) == int(np.searchsorted(cost, 100)) + 1
+    bigger, hit = packing.cached_tokenize(tmp_path / "cache", "k", tok, texts_fn, chunk_docs=10, max_tokens=900)
+    assert not hit and len(bigger) == int(np.searchsorted(cost, 900)) + 1
+    whole, hit = packing.cached_tokenize(tmp_path / "cache", "k", tok, texts_fn)  # 0 = no budget: all
+    assert not hit and len(whole) == 1000 and packing.cache_meta(tmp_path / "cache" / "k")["exhausted"]
+    assert packing.cached_tokenize(tmp_path / "cache", "k", tok, texts_fn, max_tokens=10 ** 9)[1]  # whole: a hit
