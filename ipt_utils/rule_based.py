@@ -1,27 +1,32 @@
-"""Rule-based task mining from raw text: the paper's Table 4 baseline (AdaptLLM-style).
+"""Rule-based task mining from raw text: the paper's Table 4 baseline.
 
-Instead of a tuned synthesizer, regex/heuristic rules turn a text into instruction-
-response pairs (`format.Pair`) that then go through the same templify step as
-synthesized pairs (stage 02, `backend: rule_based`). Our own rules and wording, in the
-spirit of AdaptLLM's "reading comprehension" conversion (Cheng et al., 2023):
+The paper compares its synthesizer with AdaptLLM's "reading comprehension" conversion
+(Cheng et al., 2023), which mines tasks from connectives and patterns in the raw text
+itself. This module follows its six task types (our own code and wording):
 
-  topic        what the text is mainly about / a title  -> its most repeated name or term
-  summary      one-sentence summary                     -> the first sentence
-  word2text    write a sentence using given keywords    -> the source sentence
-  nli          premise/hypothesis from a connective     -> yes / no / it is not possible to tell
-               ("therefore", "thus", "as a result" -> yes; "however", "but", "yet" -> no;
-                "moreover", "in addition" -> cannot tell)
-  cause_effect cause or effect of a clause              -> the other clause
-               ("because", "due to", "since", "as a result of", ", so")
-  paraphrase   restate a "because" sentence with its clauses swapped; restore the order of
-               shuffled sentences
-  completion   continue the text from its first half    -> the next sentences
-  fill_blank   a number or a name blanked out           -> the number / name
-  verify       a statement (true, or with a number/name swapped) -> yes / no
+  nli              a long sentence followed by one that opens with a connective: entail
+                   (therefore, thus, ...), contradict (however, but, ...) or neutral
+                   (moreover, also, ...); both >= 50 characters without commas. 80% ask to
+                   classify the relation (options), 20% to generate the second sentence.
+  common_reason    cause -> effect across sentences ("X. Therefore/Thus, Y.") and
+                   effect -> cause inside one ("Y due to / owing to / on account of X").
+  paraphrase       "X. In other words / Namely / That is to say / Similarly / Equally, Y."
+                   and "X, i.e. Y" -> similar; contrast connectives -> different; generate
+                   or classify.
+  word2text        sentences with >= 3 domain keywords (words of a domain vocabulary that
+                   are not common general words) -> write a sentence from the keywords;
+                   definitions ("X is defined as Y"); topics ("X is about / talks about Y").
+  summarize        a short first line is the title: write a title / write the opening of an
+                   article with this title.
+  text_completion  the text split at a sentence boundary: continue from the sentence
+                   before the split (the continuation is at most two sentences, so the
+                   text is not duplicated into the answer).
 
-Every rule returns [] when its pattern is absent; no rule returns an empty response or one
-that copies the whole text (`_keep`). Output is a pure function of (text, seed).
-`RuleTokenizer`/`RuleEngine` let stage 02's multi-round driver run with no model.
+At most MAX_PER_SUBCATEGORY examples per subcategory; examples of one type are grouped, in
+the order above. No rule keys on the vocabulary of our fixture generator: the domain word
+lists below are general biomedical / financial terms written for this module.
+Output is a pure function of (text, seed). `RuleTokenizer`/`RuleEngine` let stage 02's
+multi-round driver run with no model.
 """
 from __future__ import annotations
 
@@ -29,49 +34,96 @@ import hashlib
 import random
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from .format import CON, CON_END, Pair, render_pairs
 
 VERSION_SRC = Path(__file__).resolve()
-
-STOPWORDS = frozenset("""
-a about above after again against all almost also although am an and any are as at be because been
-before being below between both but by can could did do does doing down during each either even
-every few for from further had has have having he her here hers him his how however i if in into is
-it its itself just last least less many may me meanwhile might more most much must my near never no
-nor not now of off often on once one only or other our out over own per perhaps quite rather same
-several she should since so some still such than that the their them then there therefore these
-they this those though through thus to too under until up upon very was we were what when where
-whether which while who whom whose why will with within without would yet you your first second
-third new later early many made make makes known called became become becomes began each every
-about around almost nearly roughly some moreover furthermore additionally consequently hence
-nevertheless accordingly instead overall today
-""".split())
-MONTHS = frozenset("january february march april may june july august september october november "
-                   "december".split())
-SENT_START_WORDS = STOPWORDS | frozenset("born located rising after meanwhile historians other six "
-                                         "cooks".split())
+MAX_PER_SUBCATEGORY = 2
+MAX_SHARE = 0.8  # a response longer than this share of the text counts as copying it
+NLI_MIN_CHARS = 50
 
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Dr|Mr|Mrs|Ms|Prof|St|No|Fig|al|approx|Inc|Ltd|Co|U\.S)\.$")
 _SENT_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
-_NUMBER = re.compile(r"(?<![\w.,])\d(?:[\d,]*\d)?(?:\.\d+)?%?(?![\w])")
-# a run of capitalised words (allowing "of", "de", ...) = a name
-_NAME = re.compile(r"\b[A-Z][a-z][\w'\-]*(?:\s+(?:of\s+|de\s+|the\s+)?[A-Z][a-z][\w'\-]*)*")
+_WORD = re.compile(r"[A-Za-z][A-Za-z\-]*")
 
-ENTAIL = ("therefore", "thus", "hence", "consequently", "as a result", "accordingly", "for this reason")
-CONTRADICT = ("however", "but", "yet", "nevertheless", "in contrast", "on the contrary", "even so")
-NEUTRAL = ("moreover", "furthermore", "in addition", "additionally", "meanwhile", "also")
-NLI_OPTIONS = ("yes", "it is not possible to tell", "no")
-NLI_LABEL = {**{c: "yes" for c in ENTAIL}, **{c: "no" for c in CONTRADICT},
-             **{c: "it is not possible to tell" for c in NEUTRAL}}
-_CONNECTIVE_START = re.compile(
-    r"^(" + "|".join(sorted((re.escape(c) for c in NLI_LABEL), key=len, reverse=True)) + r")\b,?\s*(.+)$",
-    re.IGNORECASE | re.DOTALL)
-_CONNECTIVE_MID = re.compile(r"^(.{12,}?)[,;]\s+(therefore|thus|hence|but|yet|so)\s+(.{8,})$", re.IGNORECASE)
+# ---------------------------------------------------------------- vocabularies
+# Common English words (function words and frequent general vocabulary): never keywords.
+GENERAL_WORDS = frozenset("""
+a about above after again against all almost also although always am among an and another any are
+around as at away back be because been before being below between both but by can could day did
+different do does done down during each early either enough even ever every few first for found from
+further get give given good great had has have having he her here high him his how however i if in
+into is it its just keep know large last later least less like little long made make many may me
+might more most much must my near need never new next no not now number of off often old on once one
+only or other our out over own part people place point right same see several she should show since
+small so some still such take than that the their them then there these they thing think this those
+though three through thus time to too two under until up upon use used very was way we well were
+what when where whether which while who whom whose why will with within without work would year years
+yet you your study result results level levels effect effects rate rates use case cases group
+groups data increase increased higher lower change changes based associated including total
+""".split())
+# Domain vocabularies: words frequent in the domain's own writing.
+DOMAIN_WORDS = {
+    "biomedicine": frozenset("""
+patient patients clinical trial trials tumor tumour tumors cancer cancers cell cells gene genes
+genetic protein proteins receptor receptors enzyme enzymes mutation mutations dose doses dosage
+therapy therapies treatment treatments drug drugs placebo randomized cohort cohorts disease diseases
+infection infections antibody antibodies antigen immune inflammation inflammatory chronic acute
+symptom symptoms diagnosis diagnostic biopsy tissue tissues serum plasma blood insulin glucose
+diabetes cardiovascular cardiac hypertension renal hepatic liver kidney lung pulmonary neuronal
+neurons brain cortex syndrome pathway pathways expression transcription kinase inhibitor inhibitors
+inhibition metabolism metabolic mortality morbidity prognosis survival incidence prevalence
+epidemiological vaccine vaccination virus viral bacterial bacteria pathogen pathogens microbial
+antibiotic antibiotics surgery surgical postoperative intravenous oral adverse toxicity efficacy
+pharmacokinetics biomarker biomarkers genome genomic chromosome dna rna mrna sequencing mice rats
+murine vitro vivo assay lesion lesions carcinoma lymphocytes macrophages cytokine cytokines
+apoptosis stem membrane mitochondrial oxidative hormone hormones estrogen obesity asthma
+""".split()),
+    "finance": frozenset("""
+revenue revenues earnings profit profits margin margins dividend dividends equity equities bond
+bonds yield yields coupon maturity interest inflation deflation liquidity leverage debt debts
+credit lender lenders loan loans mortgage mortgages asset assets liability liabilities balance
+sheet cash flow flows capital investor investors investment investments portfolio portfolios stock
+stocks share shares shareholder shareholders valuation volatility hedge hedging derivative
+derivatives futures options swap swaps currency currencies exchange fiscal monetary central bank
+banks banking deposit deposits fund funds mutual etf index indices market markets trading trader
+traders broker brokerage securities issuer issuance underwriting ipo merger mergers acquisition
+acquisitions quarterly annual guidance forecast analyst analysts eps ebitda depreciation
+amortization tax taxes budget deficit surplus treasury treasuries default spread spreads
+benchmark basis points premium insurance insurer underwriter pension retirement savings fintech
+payment payments lending borrowing borrowers collateral recession gdp unemployment
+""".split()),
+}
 
-MAX_SHARE = 0.8  # a response longer than this share of the text counts as copying it
+# ---------------------------------------------------------------- connectives
+ENTAIL = ("therefore", "thus", "hence", "consequently", "accordingly", "as a result", "so", "yes")
+CONTRADICT = ("however", "but", "nevertheless", "nonetheless", "in contrast", "on the contrary", "yet",
+              "still", "no")
+NEUTRAL = ("moreover", "furthermore", "additionally", "in addition", "also", "besides", "maybe", "perhaps")
+CAUSE_EFFECT = ("therefore", "thus", "hence", "consequently", "as a result", "as a consequence",
+                "for this reason")
+EFFECT_CAUSE = ("due to", "owing to", "on account of")
+SIMILAR = ("in other words", "namely", "that is to say", "that is", "i.e.", "similarly", "equally",
+           "likewise")
+CONTRAST = ("however", "in contrast", "on the contrary", "conversely", "by contrast")
+
+
+def _lead_re(words: Sequence[str]) -> re.Pattern:
+    alts = "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
+    return re.compile(rf"^({alts})(?:,\s*|\s+)(.+)$", re.IGNORECASE | re.DOTALL)
+
+
+_NLI_LEAD = _lead_re(ENTAIL + CONTRADICT + NEUTRAL)
+_CAUSE_LEAD = _lead_re(CAUSE_EFFECT)
+_PARA_LEAD = _lead_re(SIMILAR + CONTRAST)
+_EFFECT_CAUSE = re.compile(rf"^(.{{15,}}?),?\s+(?:{'|'.join(EFFECT_CAUSE)})\s+(.{{6,}})$", re.IGNORECASE)
+_IE_MID = re.compile(r"^(.{15,}?)\s*[,(]\s*(?:i\.e\.|that is|namely|in other words),?\s+(.{8,}?)\)?$",
+                     re.IGNORECASE)
+_DEFINITION = re.compile(r"^(?:An?\s+|The\s+)?([\w\- ]{2,60}?)\s+(?:is|are)\s+(?:defined as|known as|"
+                         r"referred to as|described as)\s+(.{8,})$", re.IGNORECASE)
+_TOPIC = re.compile(r"^(.{3,80}?)\s+(?:is about|are about|talks about|talk about|is concerned with|"
+                    r"deals with|focuses on)\s+(.{6,})$", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- text helpers
@@ -107,73 +159,9 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:] if s else s
 
 
-def _lower_first(s: str) -> str:
-    """Lower-case the first letter unless the first word looks like a name (capitalised later too)."""
-    if not s:
-        return s
-    first = s.split()[0].strip(",.;:")
-    if first in ("I",) or (len(first) > 1 and first[1:].lower() != first[1:]):  # I, acronyms
-        return s
-    return s[:1].lower() + s[1:] if first.lower() in SENT_START_WORDS or first.lower() in STOPWORDS else s
-
-
 def _sentence(s: str) -> str:
     s = _strip_end(s)
     return _cap(s) + "." if s else ""
-
-
-def _words(s: str) -> list[str]:
-    return _WORD.findall(s)
-
-
-def content_words(s: str) -> list[str]:
-    return [w for w in _words(s) if w.lower() not in STOPWORDS and len(w) > 2]
-
-
-def mid_caps(sents: Sequence[str]) -> set[str]:
-    """Capitalised words seen inside a sentence (not first): evidence that a word is a name."""
-    out = set()
-    for s in sents:
-        for m in _NAME.finditer(s):
-            out.update(m.group(0).split() if m.start() > 0 else m.group(0).split()[1:])
-    return out
-
-
-def names(sentence: str, known: set[str] | None = None) -> list[str]:
-    """Capitalised word runs that are names. A sentence-initial word counts only if it is
-    capitalised elsewhere too (`known`, from mid_caps) and is not a function word."""
-    known = mid_caps([sentence]) if known is None else known
-    out = []
-    for m in _NAME.finditer(sentence):
-        words = m.group(0).split()
-        if m.start() == 0:
-            while words and (words[0].lower() in SENT_START_WORDS or words[0] not in known):
-                words = words[1:]
-        while words and words[0].lower() in ("of", "de", "the"):
-            words = words[1:]
-        if words and words[0].lower() not in STOPWORDS and words[0].lower() not in MONTHS:
-            out.append(" ".join(words))
-    return out
-
-
-def topic(text: str, sents: Sequence[str] | None = None) -> str | None:
-    """The most repeated name (else content word) of the text; None if nothing repeats."""
-    sents = list(sents) if sents is not None else split_sentences(text)
-    counts: dict[str, int] = {}
-    first: dict[str, int] = {}
-    known = mid_caps(sents)
-    for s in sents:
-        for n in names(s, known):
-            counts[n] = counts.get(n, 0) + 1
-            first.setdefault(n, len(first))
-    best = sorted(counts, key=lambda n: (-counts[n], -len(n.split()), first[n]))
-    if best and counts[best[0]] >= 2:
-        return best[0]
-    words: dict[str, int] = {}
-    for w in content_words(text):
-        words[w.lower()] = words.get(w.lower(), 0) + 1
-    top = sorted(words, key=lambda w: (-words[w], w))
-    return top[0] if top and words[top[0]] >= 2 else None
 
 
 def _keep(pair: Pair, text: str) -> bool:
@@ -185,7 +173,7 @@ def _keep(pair: Pair, text: str) -> bool:
     return bool(na) and na != nt and len(a) <= MAX_SHARE * len(text.strip())
 
 
-def _options(items: Iterable[str]) -> str:
+def _options(items: Sequence[str]) -> str:
     return "\nOptions:\n" + "\n".join(f"- {x}" for x in items)
 
 
@@ -193,279 +181,187 @@ def _pick(rng: random.Random, pool: Sequence[str]) -> str:
     return pool[rng.randrange(len(pool))]
 
 
+def _take(rng: random.Random, items: list, k: int = MAX_PER_SUBCATEGORY) -> list:
+    """At most k items, chosen at random, in text order."""
+    if len(items) <= k:
+        return items
+    return [items[i] for i in sorted(rng.sample(range(len(items)), k))]
+
+
+def domain_keywords(sentence: str) -> tuple[str, list[str]]:
+    """(domain, its keywords in the sentence, first occurrence order) for the domain with most."""
+    words = [w.lower() for w in _WORD.findall(sentence)]
+    best = ("", [])
+    for dom, vocab in DOMAIN_WORDS.items():
+        kws = list(dict.fromkeys(w for w in words if w in vocab and w not in GENERAL_WORDS))
+        if len(kws) > len(best[1]):
+            best = (dom, kws)
+    return best
+
+
 # ---------------------------------------------------------------- rules
-# Each rule: (text, sentences, rng) -> list[Pair]; at most a couple of pairs per rule.
+# Each rule: (text, sentences, rng) -> list[Pair]; at most MAX_PER_SUBCATEGORY per subcategory.
 
-TOPIC_Q = ("What is the main topic of this text?", "What is this passage mainly about?",
-           "Which subject does the text discuss?", "Name the focus of the passage in a few words.")
-TITLE_Q = ("Suggest a short title for the text.", "Give this passage a title.",
-           "What would be a fitting headline for the article?")
-
-
-def repeated_names(sents: Sequence[str]) -> list[str]:
-    """Names mentioned at least twice, most frequent first."""
-    counts: dict[str, int] = {}
-    known = mid_caps(sents)
-    for s in sents:
-        for n in names(s, known):
-            counts[n] = counts.get(n, 0) + 1
-    return [n for n in sorted(counts, key=lambda n: (-counts[n], -len(n.split()))) if counts[n] >= 2]
+NLI_LABELS = {"entail": "yes", "contradict": "no", "neutral": "maybe"}
+NLI_CLASSIFY = ('"{a}"\nDoes it follow that "{b}"?', 'Premise: {a}\nHypothesis: {b}\nIs the hypothesis entailed by the premise?',
+                'Given that "{a}", can we conclude that "{b}"?', 'Sentence 1: {a}\nSentence 2: {b}\nDoes sentence 1 imply sentence 2?')
+NLI_GENERATE = {"entail": ('Write a sentence that follows from this one: "{a}"', 'What can be concluded from "{a}"?'),
+                "contradict": ('Write a sentence that contrasts with this one: "{a}"',
+                               'State something that goes against "{a}"'),
+                "neutral": ('Add a related statement to this sentence: "{a}"',
+                            'Write a sentence that neither follows from nor contradicts "{a}"')}
 
 
-def rule_topic(text, sents, rng):
-    t = topic(text, sents)
-    if not t or len(sents) < 2:
-        return []
-    pairs = [Pair(_pick(rng, TOPIC_Q), t)]
-    others = [n for n in repeated_names(sents) if n != t and n not in t and t not in n]
-    if others:
-        pairs.append(Pair(_pick(rng, TITLE_Q), f"{t} and {others[0]}"))
-    return pairs
+def _relation(conn: str) -> str:
+    c = conn.lower()
+    return "entail" if c in ENTAIL else "contradict" if c in CONTRADICT else "neutral"
 
 
-SUMMARY_Q = ("Summarize the text in one sentence.", "Write a one-sentence summary of the passage.",
-             "In a single sentence, what does the text say?", "Give the gist of the text in one sentence.")
-
-
-def rule_summary(text, sents, rng):
-    if len(sents) < 3 or len(_words(sents[0])) < 5:
-        return []
-    return [Pair(_pick(rng, SUMMARY_Q), sents[0])]
-
-
-WORD2TEXT_Q = ("Write a sentence that uses these words: {w}.", "Compose one sentence containing {w}.",
-               "Use the following keywords in a sentence about {t}: {w}.",
-               "Form a sentence with the words {w}.")
-
-
-def rule_word2text(text, sents, rng):
-    if len(sents) < 2:
-        return []
-    cands = [s for s in sents if len(set(w.lower() for w in content_words(s))) >= 4]
-    if not cands:
-        return []
-    s = cands[rng.randrange(len(cands))]
-    uniq = list(dict.fromkeys(content_words(s)))
-    idx = sorted(rng.sample(range(len(uniq)), 3))
-    kw = ", ".join(f'"{uniq[i]}"' for i in idx)
-    q = _pick(rng, WORD2TEXT_Q).format(w=kw, t=topic(text, sents) or "the text")
-    return [Pair(q, s)]
-
-
-NLI_Q = ('Premise: "{p}"\nHypothesis: "{h}"\nDoes the premise support the hypothesis?',
-         'Sentence A: "{p}"\nSentence B: "{h}"\nIs sentence B a consequence of sentence A?',
-         '"{p}" Based on this, can we say that "{h}"?',
-         'Given that "{p}", does it follow that "{h}"?')
-CONNECTIVE_Q = ('Which word best links the two sentences?\n"{p}" ___ "{h}"',
-                'Fill in the connective between "{p}" and "{h}".')
-
-
-def _nli_items(sents):
-    """(premise, connective, hypothesis) from a leading connective or a mid-sentence one."""
-    items = []
-    for i, s in enumerate(sents):
-        m = _CONNECTIVE_START.match(s)
-        if m and i > 0 and len(_words(m.group(2))) >= 3:
-            items.append((sents[i - 1], m.group(1).lower(), m.group(2)))
+def nli_items(sents: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(first sentence, second without its connective, relation) of qualifying neighbours."""
+    out = []
+    for a, b in zip(sents, sents[1:]):
+        m = _NLI_LEAD.match(b)
+        if not m:
             continue
-        m = _CONNECTIVE_MID.match(s)
-        if m and m.group(2).lower() != "so":  # ", so" is cause/effect's
-            items.append((m.group(1), m.group(2).lower(), m.group(3)))
-    return items
+        rest = _sentence(m.group(2))
+        if len(a) >= NLI_MIN_CHARS and len(rest) >= NLI_MIN_CHARS and "," not in a and "," not in rest:
+            out.append((a, rest, _relation(m.group(1))))
+    return out
 
 
 def rule_nli(text, sents, rng):
-    items = _nli_items(sents)
-    if not items:
-        return []
-    p, c, h = items[rng.randrange(len(items))]
-    p, h = _sentence(p), _sentence(_cap(h))
-    pairs = [Pair(_pick(rng, NLI_Q).format(p=_strip_end(p), h=_strip_end(h)) + _options(NLI_OPTIONS),
-                  NLI_LABEL[c])]
-    family = ENTAIL if c in ENTAIL else CONTRADICT if c in CONTRADICT else NEUTRAL
-    others = [f[0] for f in (ENTAIL, CONTRADICT, NEUTRAL) if f is not family]
-    choices = sorted({c, *others}, key=lambda x: rng.random())
-    pairs.append(Pair(_pick(rng, CONNECTIVE_Q).format(p=_strip_end(p), h=_strip_end(h)) + _options(choices), c))
-    return pairs
+    classify, generate = [], []
+    for a, b, rel in nli_items(sents):
+        if rng.random() < 0.8:
+            q = _pick(rng, NLI_CLASSIFY).format(a=_strip_end(a), b=_strip_end(b)) + _options(("yes", "maybe", "no"))
+            classify.append(Pair(q, NLI_LABELS[rel]))
+        else:
+            generate.append(Pair(_pick(rng, NLI_GENERATE[rel]).format(a=_strip_end(a)), b))
+    return _take(rng, classify) + _take(rng, generate)
 
 
-CAUSE_Q = ('What is the reason for the following? "{e}"', 'Why is it that {e_l}?',
-           'What causes this: "{e}"?', 'Explain why {e_l}.')
-EFFECT_Q = ('What is a result of the following? "{c}"', 'What follows from the fact that {c_l}?',
-            'What is the effect of this: "{c}"?', 'Given that {c_l}, what happened?')
-_CAUSAL = [  # tried in order; the first match decides
-    # "Because B, A."
-    re.compile(r"^(?:because|since)\s+(?P<c>[^,]{8,}),\s*(?P<e>.{8,})$", re.I),
-    # "A because B" / "A due to B" / "A as a result of B" / "A since B"
-    re.compile(r"^(?P<e>.{8,}?)[,]?\s+(?:because(?! of)|due to|as a result of|owing to|because of)\s+(?P<c>.{4,})$",
-               re.I),
-    # "A, so B" (not "so that", "so far", ...)
-    re.compile(r"^(?P<c>.{8,}?),\s+so\s+(?!that\b|far\b|long\b|much\b|many\b|called\b)(?P<e>.{8,})$", re.I),
-]
+EFFECT_Q = ('What is a consequence of the following? "{x}"', 'Given that {x_l}, what follows?',
+            'What resulted from this: "{x}"?')
+CAUSE_Q = ('Why is it that {y_l}?', 'What is the cause of the following? "{y}"', 'What explains this: "{y}"?')
 
 
-def causal_items(sents):
-    out = []
+def _lower_start(s: str) -> str:
+    w = s.split(" ", 1)[0]
+    return s if w.isupper() or any(c.isupper() for c in w[1:]) else s[:1].lower() + s[1:]
+
+
+def rule_common_reason(text, sents, rng):
+    forward, backward = [], []
+    for a, b in zip(sents, sents[1:]):
+        m = _CAUSE_LEAD.match(b)
+        if m and len(a) >= 20:
+            x = _strip_end(a)
+            forward.append(Pair(_pick(rng, EFFECT_Q).format(x=x, x_l=_lower_start(x)), _sentence(m.group(2))))
     for s in sents:
-        body = _strip_end(s)
-        for rx in _CAUSAL:
-            m = rx.match(body)
-            if m:
-                c, e = _strip_end(m.group("c")), _strip_end(m.group("e"))
-                if len(_words(c)) >= 2 and len(_words(e)) >= 2:
-                    out.append((s, c, e))
-                break
+        m = _EFFECT_CAUSE.match(_strip_end(s))
+        if m:
+            y = _strip_end(m.group(1))
+            backward.append(Pair(_pick(rng, CAUSE_Q).format(y=y, y_l=_lower_start(y)), _sentence(m.group(2))))
+    return _take(rng, forward) + _take(rng, backward)
+
+
+PARA_GEN = {"similar": ('Say this in other words: "{a}"', 'Paraphrase the sentence: "{a}"',
+                        'Restate the following: "{a}"'),
+            "different": ('Write a sentence that contrasts with: "{a}"', 'Give a statement that differs from "{a}"')}
+PARA_CLS = ('"{a}"\n"{b}"\nDo these two sentences express the same idea?',
+            'Sentence A: {a}\nSentence B: {b}\nAre A and B paraphrases of each other?')
+
+
+def paraphrase_items(sents: Sequence[str]) -> list[tuple[str, str, str]]:
+    out = []
+    for a, b in zip(sents, sents[1:]):
+        m = _PARA_LEAD.match(b)
+        if m and len(a) >= 20 and len(m.group(2)) >= 15:
+            out.append((a, _sentence(m.group(2)), "similar" if m.group(1).lower() in SIMILAR else "different"))
+    for s in sents:
+        m = _IE_MID.match(_strip_end(s))
+        if m:
+            out.append((_sentence(m.group(1)), _sentence(m.group(2)), "similar"))
     return out
-
-
-def rule_cause_effect(text, sents, rng):
-    items = causal_items(sents)
-    if not items:
-        return []
-    _, c, e = items[rng.randrange(len(items))]
-    c_l, e_l = _lower_first(c), _lower_first(e)
-    pairs = [Pair(_pick(rng, CAUSE_Q).format(e=_cap(e), e_l=e_l), _sentence(c))]
-    pairs.append(Pair(_pick(rng, EFFECT_Q).format(c=_cap(c), c_l=c_l), _sentence(e)))
-    return pairs
-
-
-PARA_Q = ('Rewrite the sentence so that it starts with "because": "{s}"',
-          'Paraphrase by putting the reason first: "{s}"',
-          'Restate this sentence with the cause and the result in the other order: "{s}"')
-PARA_Q2 = ('Rewrite the sentence so that the reason comes last: "{s}"',
-           'Paraphrase with the result first: "{s}"')
-ORDER_Q = ("These sentences from the text are out of order:\n{items}\nWhat is their original order?",
-           "Put the following sentences back in order:\n{items}")
 
 
 def rule_paraphrase(text, sents, rng):
-    pairs = []
-    items = [(s, c, e) for s, c, e in causal_items(sents)
-             if re.search(r"\bbecause\b", s, re.I) and not re.search(r"\bbecause of\b", s, re.I)]
-    if items:
-        s, c, e = items[rng.randrange(len(items))]
-        if re.match(r"^because\b", s, re.I):  # "Because B, A." -> "A because B."
-            pairs.append(Pair(_pick(rng, PARA_Q2).format(s=s), _sentence(f"{_cap(e)} because {_lower_first(c)}")))
-        else:  # "A because B." -> "Because B, A."
-            pairs.append(Pair(_pick(rng, PARA_Q).format(s=s), _sentence(f"Because {_lower_first(c)}, {_lower_first(e)}")))
-    if len(sents) >= 4:
-        start = rng.randrange(len(sents) - 2)
-        chunk = sents[start:start + 3]
-        perm = [0, 1, 2]
-        while perm == [0, 1, 2]:
-            rng.shuffle(perm)
-        shown = "\n".join(f"({k + 1}) {chunk[j]}" for k, j in enumerate(perm))
-        order = [perm.index(j) + 1 for j in range(3)]
-        pairs.append(Pair(_pick(rng, ORDER_Q).format(items=shown), ", ".join(f"({k})" for k in order)))
-    return pairs
+    gen, cls = [], []
+    for a, b, rel in paraphrase_items(sents):
+        if rng.random() < 0.5:
+            gen.append(Pair(_pick(rng, PARA_GEN[rel]).format(a=_strip_end(a)), b))
+        else:
+            q = _pick(rng, PARA_CLS).format(a=_strip_end(a), b=_strip_end(b)) + _options(("yes", "no"))
+            cls.append(Pair(q, "yes" if rel == "similar" else "no"))
+    return _take(rng, gen) + _take(rng, cls)
 
 
-COMPLETION_Q = ('How might the following text continue?\n"{s}"', 'Continue the passage: "{s}"',
-                'Write the next part of this text: "{s}"', 'What comes next? "{s}"')
+KEYWORD_Q = ("Write a sentence about {dom} that uses these words: {kw}.",
+             "Generate a {dom} sentence containing the keywords {kw}.",
+             "Use the following {dom} terms in one sentence: {kw}.")
+DEFINE_Q = ("How is {x} defined?", "What is meant by {x}?", "Give the definition of {x}.")
+TOPIC_Q = ("What does {x_l} talk about?", "What is {x_l} about?", "Which subject does {x_l} deal with?")
 
 
-def rule_completion(text, sents, rng):
-    if len(sents) < 3:
-        return []
-    cut = max(1, len(sents) // 2)
-    rest = sents[cut:cut + 2]
-    return [Pair(_pick(rng, COMPLETION_Q).format(s=" ".join(sents[:cut])), " ".join(rest))]
+def rule_word2text(text, sents, rng):
+    kw, defs, topics = [], [], []
+    for s in sents:
+        dom, words = domain_keywords(s)
+        if len(words) >= 3:
+            shown = words[:4]
+            kw.append(Pair(_pick(rng, KEYWORD_Q).format(dom=dom, kw=", ".join(shown)), s))
+        m = _DEFINITION.match(_strip_end(s))
+        if m:
+            defs.append(Pair(_pick(rng, DEFINE_Q).format(x=m.group(1).strip()), _sentence(m.group(2))))
+        m = _TOPIC.match(_strip_end(s))
+        if m:
+            x = m.group(1).strip()
+            topics.append(Pair(_pick(rng, TOPIC_Q).format(x_l=_lower_start(x)), _sentence(m.group(2))))
+    return _take(rng, kw) + _take(rng, defs) + _take(rng, topics)
 
 
-BLANK_Q = ('Fill in the blank: "{s}"', 'Complete the sentence from the text: "{s}"',
-           'What goes in the blank? "{s}"', 'Which {kind} is missing? "{s}"')
+TITLE_Q = ("Write a title for this text.", "What would be a good headline for the article?",
+           "Suggest a title for the passage.")
+ARTICLE_Q = ('Write the opening of an article with the title "{t}".', 'Begin an article titled "{t}".',
+             'Here is a title: "{t}". Write the first lines of the article.')
 
 
-def _blank_candidates(sents, text_topic):
-    out = []
-    known = mid_caps(sents)
-    for i, s in enumerate(sents):
-        for m in _NUMBER.finditer(s):
-            out.append((i, m.start(), m.end(), "number"))
-        for n in names(s, known):
-            if text_topic and n == text_topic:
-                continue
-            k = s.find(n, 1 if s.startswith(n) else 0) if not s.startswith(n) else 0
-            if k >= 0 and len(_words(s)) >= 5:
-                out.append((i, k, k + len(n), "name"))
-    return out
-
-
-def rule_fill_blank(text, sents, rng):
-    cands = _blank_candidates(sents, topic(text, sents))
-    if not cands:
-        return []
-    pairs = []
-    for kind in ("number", "name"):
-        pool = [c for c in cands if c[3] == kind]
-        if not pool:
-            continue
-        i, a, b, _ = pool[rng.randrange(len(pool))]
-        s = sents[i]
-        ans = s[a:b].strip()
-        pairs.append(Pair(_pick(rng, BLANK_Q).format(s=s[:a] + "___" + s[b:], kind=kind), ans))
-    return pairs
-
-
-VERIFY_Q = ('Based on the text, is this statement true? "{s}"', 'True or false, according to the passage: "{s}"',
-            'Does the text support the claim "{s}"?', 'Is it correct that {s_l}')
-
-
-def _corrupt_number(num: str, rng) -> str | None:
-    digits = num.replace(",", "")
-    try:
-        val = float(digits.rstrip("% ").strip())
-    except ValueError:
+def title_of(text: str) -> tuple[str, str] | None:
+    """(title, body) when the first line is short and title-like and a body follows."""
+    first, _, body = text.strip().partition("\n")
+    first, body = first.strip(), body.strip()
+    if not body or not first or len(first) > 120 or len(first.split()) > 16 or first[-1] in ".,;:":
         return None
-    for _ in range(8):
-        if val.is_integer() and 1000 <= val <= 2100:  # a year
-            new = val + rng.choice((-30, -12, -7, 5, 11, 25))
-        else:
-            new = round(val * rng.choice((0.5, 0.75, 1.5, 2.0, 3.0)), 2 if not val.is_integer() else 0)
-            if new == val:
-                new = val + rng.choice((1, 2, 3))
-        out = f"{int(new):,}" if float(new).is_integer() and "," in num else \
-            (str(int(new)) if float(new).is_integer() else str(new))
-        out += "%" if num.rstrip().endswith("%") else ""
-        if out != num:
-            return out
-    return None
+    if len(split_sentences(body)) < 2:
+        return None
+    return first, body
 
 
-def rule_verify(text, sents, rng):
-    facts = [s for s in sents if len(_words(s)) >= 5]
-    if len(sents) < 2 or not facts:
+def rule_summarize(text, sents, rng):
+    found = title_of(text)
+    if not found:
         return []
-    s = facts[rng.randrange(len(facts))]
-    truth = rng.random() < 0.5
-    stmt = s
-    if not truth:
-        nums = list(_NUMBER.finditer(s))
-        known = mid_caps(sents)
-        other_names = [n for t in sents for n in names(t, known)]
-        swapped = None
-        if nums:
-            m = nums[rng.randrange(len(nums))]
-            new = _corrupt_number(m.group(0), rng)
-            swapped = s[:m.start()] + new + s[m.end():] if new else None
-        if swapped is None:
-            own = [n for n in names(s, known) if n in s]
-            alts = [n for n in dict.fromkeys(other_names) if n not in own]
-            if own and alts:
-                o = own[rng.randrange(len(own))]
-                swapped = s.replace(o, alts[rng.randrange(len(alts))], 1)
-        if swapped is None or _norm(swapped) in _norm(text):
-            truth = True
-        else:
-            stmt = swapped
-    q = _pick(rng, VERIFY_Q).format(s=_strip_end(stmt), s_l=_lower_first(_strip_end(stmt)) + "?")
-    return [Pair(q + _options(("yes", "no")), "yes" if truth else "no")]
+    title, body = found
+    opening = " ".join(split_sentences(body)[:2])
+    return [Pair(_pick(rng, TITLE_Q), title), Pair(_pick(rng, ARTICLE_Q).format(t=title), opening)]
+
+
+COMPLETION_Q = ('How does the text continue after "{s}"?', 'Continue the passage from: "{s}"',
+                'What comes next in the text after this sentence? "{s}"')
+
+
+def rule_text_completion(text, sents, rng):
+    ss = list(sents)
+    if len(ss) < 3:
+        return []
+    k = rng.randrange(1, len(ss) - 1)  # split after sentence k-1 (>= 1 sentence on each side)
+    return [Pair(_pick(rng, COMPLETION_Q).format(s=_strip_end(ss[k - 1])), " ".join(ss[k:k + 2]))]
 
 
 RULES: dict[str, Callable] = {
-    "topic": rule_topic, "summary": rule_summary, "word2text": rule_word2text, "nli": rule_nli,
-    "cause_effect": rule_cause_effect, "paraphrase": rule_paraphrase, "completion": rule_completion,
-    "fill_blank": rule_fill_blank, "verify": rule_verify,
+    "nli": rule_nli, "common_reason": rule_common_reason, "paraphrase": rule_paraphrase,
+    "word2text": rule_word2text, "summarize": rule_summarize, "text_completion": rule_text_completion,
 }
 
 
@@ -475,9 +371,10 @@ def _rng(text: str, seed: int, rule: str) -> random.Random:
 
 
 def mine_tagged(text: str, seed: int = 0, rules: Sequence[str] | None = None) -> list[tuple[str, Pair]]:
-    """(rule name, pair) for every rule that fires; pure function of (text, seed)."""
+    """(task type, pair) for every rule that fires, grouped by type; pure function of (text, seed)."""
     text = text.strip()
-    sents = split_sentences(text)
+    titled = title_of(text)  # a title line is not a sentence of the body
+    sents = split_sentences(titled[1] if titled else text)
     out, seen = [], set()
     for name in rules or RULES:
         for p in RULES[name](text, sents, _rng(text, seed, name)):

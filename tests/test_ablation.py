@@ -34,10 +34,10 @@ def test_variant_corpora_were_synthesized(ablation_run):
     assert any(m["inherited"] for r in main for m in r["members"])
     assert not any(m["inherited"] for r in one for m in r["members"])
     assert all(m["raw_text"] in r["text"] for r in rules for m in r["members"])
-    assert sum(bool(m["pairs"]) for r in rules for m in r["members"]) > 250
+    assert sum(bool(m["pairs"]) for r in rules for m in r["members"]) > 250  # text completion nearly always fires
     m = io.read_json(ablation_run / "02_synthesize" / "metrics.json")
     assert m["variants"]["rule_based"]["backend"] == "rule_based"
-    assert m["variants"]["one_shot"]["rounds"] == 1 and m["variants"]["rule_based"]["pairs_per_text"] > 5
+    assert m["variants"]["one_shot"]["rounds"] == 1 and m["variants"]["rule_based"]["pairs_per_text"] > 1
     for arm in ARMS:
         assert (ablation_run / "work" / "03_pretrain" / arm / "model" / "model.safetensors").exists(), arm
 

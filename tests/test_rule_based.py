@@ -1,6 +1,10 @@
-"""Rule-based task mining (ipt_utils.rule_based) and its stage-02 backend / variants."""
+"""Rule-based task mining (ipt_utils.rule_based, AdaptLLM's six task types) and its stage-02
+backend / variants. The rules are checked on paragraphs written by hand for this purpose
+(tests/data/handwritten_paragraphs.jsonl: biomedicine, finance, general), not on the
+generated fixtures, so that no rule can lean on the fixture generator's vocabulary."""
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -8,30 +12,13 @@ import pytest
 from ipt_utils import format as fmt
 from ipt_utils import rule_based as rb
 from ipt_utils import synthesize as sy
+from ipt_utils import templify as tp
 from ipt_utils.stage import RunParams, StageContext
 
 REPO = Path(__file__).resolve().parent.parent
-
-RIVER = ("Rising in the Baron Mountains, the Ulne River runs for some 1,920 kilometres. After crossing "
-         "Dorene, the Ulne empties into the Vesoay Sea. The Lamalard Dam was built across the Ulne in 1987 "
-         "because the river flooded almost every spring. However, shifting sandbanks make the upper Ulne "
-         "impossible to navigate by boat.")
-DRUG = ("A trial enrolled 1,004 patients with Ithemia to compare Garaltinib with placebo. Garaltinib "
-        "lowered the relapse rate by 22% over 12 weeks. Therefore, the investigators recommended Garaltinib "
-        "for adults with Ithemia. Because nausea was common, doses were split across the day.")
-CAUSAL = {
-    "because_mid": ("The harvest failed because the spring rains never came to the valley. Prices rose.",
-                    "The spring rains never came to the valley.", "The harvest failed."),
-    "because_lead": ("Because the bridge was closed for repairs, commuters took the ferry. It was slow and crowded.",
-                     "The bridge was closed for repairs.", "Commuters took the ferry."),
-    "due_to": ("The match was cancelled due to heavy snow on the pitch. Fans went home.",
-               "Heavy snow on the pitch.", "The match was cancelled."),
-    "so": ("The shop ran out of bread early, so customers bought rolls instead. Sales held up.",
-           "The shop ran out of bread early.", "Customers bought rolls instead."),
-    "since": ("Since the factory closed in 1998, the town has lost half of its residents. It is quiet.",
-              "The factory closed in 1998.", "The town has lost half of its residents."),
-}
-PLAIN = "Mountains are tall."  # one short sentence: almost nothing can fire
+PARAS = [json.loads(x) for x in open(REPO / "tests/data/handwritten_paragraphs.jsonl")]
+BY_ID = {p["id"]: p["text"] for p in PARAS}
+PLAIN = "Mountains are tall."  # one short sentence: nothing can fire
 
 
 def tagged(text, seed=0):
@@ -49,151 +36,132 @@ def assert_sane(text, pairs):
         assert len(p.response) <= rb.MAX_SHARE * len(text)
 
 
-# ----------------------------------------------------------------------------- helpers
+def test_handwritten_set_every_type_fires_and_how_often():
+    assert 12 <= len(PARAS) <= 20 and {p["domain"] for p in PARAS} == {"biomedicine", "finance", "general"}
+    fired = Counter()
+    for p in PARAS:
+        t = tagged(p["text"])
+        assert_sane(p["text"], [x for _, x in t])
+        assert len({x.instruction.lower() for _, x in t}) == len(t)
+        fired.update({name for name, _ in t})
+        types = [name for name, _ in t]
+        assert types == sorted(types, key=list(rb.RULES).index)  # grouped by type, in order
+    assert set(fired) == set(rb.RULES)
+    # texts (of 16) in which each type fires, as measured when the rules were written
+    assert fired["text_completion"] == 16 and fired["word2text"] >= 7 and fired["nli"] >= 5
+    assert fired["paraphrase"] >= 4 and fired["common_reason"] >= 4 and fired["summarize"] == 3
+
+
+def test_at_most_two_per_subcategory():
+    many = " ".join(f"The {w} reactor was shut down for the winter season. Therefore, the {w} plant bought power "
+                    f"from its neighbours." for w in ("north", "south", "east", "west", "central"))
+    pairs = by_rule(many, "common_reason")
+    assert len(pairs) == 2
+    assert len(by_rule(many, "nli")) <= 4  # classify and generate: two each at most
+
+
+@pytest.mark.parametrize("conn,label", [("Therefore", "yes"), ("However", "no"), ("Moreover", "maybe")])
+def test_nli_label_follows_the_connective(conn, label):
+    text = (f"The committee reviewed every application that arrived before the deadline. {conn} the final list "
+            f"of grants was published on the city website in early May. Nothing else happened.")
+    found = {}
+    for seed in range(30):  # 80% classify, 20% generate
+        for p in by_rule(text, "nli", seed):
+            found["classify" if "Options:" in p.instruction else "generate"] = p
+    cls = found["classify"]
+    assert cls.response == label and tp.parse_pair(*cls).mode == tp.OPTIONS
+    assert found["generate"].response == "The final list of grants was published on the city website in early May."
+
+
+def test_nli_needs_long_comma_free_sentences():
+    short = "The trial ended early. Therefore the drug was approved by the agency in the same year."
+    comma = ("The trial, which enrolled many adults, ended early in the year. Therefore the drug was approved "
+             "by the national agency in the same year.")
+    assert by_rule(short, "nli") == [] and by_rule(comma, "nli") == []
+
+
+def test_common_reason_both_directions():
+    (fwd,) = [p for p in by_rule(BY_ID["gen-1"], "common_reason")]
+    assert "lighthouse" in fwd.instruction and fwd.response.startswith("The keepers")
+    (back,) = by_rule(BY_ID["gen-3"], "common_reason")
+    assert "festival was cancelled" in back.instruction and back.response == "Heavy rain across the whole valley."
+
+
+def test_paraphrase_similar_and_different():
+    seen = set()
+    for seed in range(20):
+        for p in by_rule(BY_ID["bio-4"], "paraphrase", seed):
+            if "Options:" in p.instruction:
+                assert p.response == "yes"
+            else:
+                assert p.response.startswith("Blood glucose can look normal")
+            seen.add("Options:" in p.instruction)
+    assert seen == {True, False}
+    for seed in range(20):
+        for p in by_rule(BY_ID["gen-4"], "paraphrase", seed):
+            assert p.response in ("no", "Many adults reach a high level of fluency within a few years of steady study.")
+
+
+def test_word2text_keywords_definitions_topics():
+    pairs = by_rule(BY_ID["fin-3"], "word2text")
+    assert any(p.instruction.startswith(("How is Liquidity", "What is meant by Liquidity", "Give the definition of Liquidity"))
+               and p.response.startswith("The ease with which") for p in pairs)
+    kw = [p for p in by_rule(BY_ID["bio-2"], "word2text") if "finance" in p.instruction or "biomedicine" in p.instruction]
+    assert kw and all("biomedicine" in p.instruction for p in kw)
+    for p in kw:  # the keywords are words of the answer sentence
+        words = p.instruction.rsplit(":", 1)[-1] if ":" in p.instruction else p.instruction
+        assert sum(w.strip(" .,").lower() in p.response.lower() for w in words.split(",")) >= 3
+    topics = [p for p in by_rule(BY_ID["bio-6"], "word2text") if "this review" in p.instruction]
+    assert topics and topics[0].response == "The role of gut bacteria in inflammatory bowel disease."
+    assert rb.domain_keywords("The cat sat on the mat near the door.")[1] == []
+
+
+def test_summarize_uses_the_title_line():
+    pairs = by_rule(BY_ID["gen-5"], "summarize")
+    assert [p.response for p in pairs][0] == "A Guide to Winter Cycling"
+    assert "A Guide to Winter Cycling" in pairs[1].instruction and pairs[1].response.startswith("Riding a bicycle")
+    assert by_rule(BY_ID["gen-1"], "summarize") == []  # no title line
+    # the title is not glued to the first sentence of the body
+    assert all(not p.response.startswith("A Guide") for p in by_rule(BY_ID["gen-5"], "text_completion"))
+
+
+def test_text_completion_is_a_short_continuation_of_the_text():
+    for p in PARAS:
+        (c,) = by_rule(p["text"], "text_completion")
+        assert c.response in re.sub(r"\s+", " ", p["text"]) and len(rb.split_sentences(c.response)) <= 2
+
+
+def test_no_rule_keys_on_fixture_vocabulary():
+    assert not hasattr(rb, "SENT_START_WORDS")
+    src = (REPO / "ipt_utils/rule_based.py").read_text()
+    assert "fixture_gen" not in src.split('"""', 2)[2]  # only the docstring may name it
+
 
 def test_split_sentences_keeps_abbreviations_and_numbers():
-    s = rb.split_sentences("Dr. Smith paid 4.50 dollars, e.g. for bread. He left.  Then (at 5 p.m.) he slept!")
-    assert s == ["Dr. Smith paid 4.50 dollars, e.g. for bread.", "He left.", "Then (at 5 p.m.) he slept!"]
-    assert rb.split_sentences("  ") == []
-
-
-def test_names_and_topic():
-    sents = rb.split_sentences(RIVER)
-    known = rb.mid_caps(sents)
-    assert "Vesoay Sea" in rb.names(sents[1], known)
-    assert "However" not in " ".join(rb.names(sents[3], known))  # sentence-initial connective
-    assert rb.topic(RIVER) == "Ulne"
-    assert rb.topic("Prices rose. Wages fell.") is None  # nothing repeats
-
-
-# ----------------------------------------------------------------------------- each rule
-
-def test_topic_rule():
-    (topic, title) = by_rule(DRUG, "topic")
-    assert topic.response == "Garaltinib" and title.response == "Garaltinib and Ithemia"
-    assert not by_rule(PLAIN, "topic")
-
-
-def test_summary_is_first_sentence_and_needs_three():
-    (p,) = by_rule(RIVER, "summary")
-    assert p.response == rb.split_sentences(RIVER)[0]
-    assert not by_rule("One long enough sentence here for sure. And a second one.", "summary")
-
-
-def test_word2text_keywords_come_from_the_answer():
-    (p,) = by_rule(RIVER, "word2text")
-    kws = re.findall(r'"([^"]+)"', p.instruction)
-    assert len(kws) == 3 and all(k in p.response for k in kws)
-    assert p.response in rb.split_sentences(RIVER)
-    assert not by_rule(PLAIN, "word2text")
-
-
-@pytest.mark.parametrize("conn, label", [("Therefore,", "yes"), ("Thus", "yes"), ("As a result,", "yes"),
-                                         ("However,", "no"), ("But", "no"),
-                                         ("Moreover,", "it is not possible to tell")])
-def test_nli_label_follows_the_connective(conn, label):
-    text = f"The mill burned down in the winter of 1850. {conn} the village had no flour for a year."
-    nli, link = by_rule(text, "nli")
-    assert nli.response == label and "\nOptions:\n- yes\n- it is not possible to tell\n- no" in nli.instruction
-    assert "the mill burned down in the winter of 1850" in nli.instruction.lower()
-    assert "the village had no flour for a year" in nli.instruction.lower()
-    assert link.response == conn.rstrip(",").lower() and f"- {link.response}" in link.instruction
-
-
-def test_nli_mid_sentence_connective_and_absent():
-    (nli, _) = by_rule("Mutations keep the protein active; therefore carriers have a higher risk. Fine.", "nli")
-    assert nli.response == "yes" and '"Carriers have a higher risk"' in nli.instruction
-    assert not by_rule("The river is long. The sea is salty.", "nli")
-
-
-@pytest.mark.parametrize("case", sorted(CAUSAL))
-def test_cause_effect(case):
-    text, cause, effect = CAUSAL[case]
-    why, what = by_rule(text, "cause_effect")
-    assert why.response == cause and what.response == effect
-    assert effect.rstrip(".").lower() in why.instruction.lower()
-    assert cause.rstrip(".").lower() in what.instruction.lower()
-
-
-def test_cause_effect_ignores_non_causal_so():
-    assert not by_rule("He did so far more than needed. It is so that we wait. All good.", "cause_effect")
-
-
-def test_paraphrase_swaps_because_clauses_and_orders_sentences():
-    para = by_rule(RIVER, "paraphrase")
-    assert para[0].response == ("Because the river flooded almost every spring, the Lamalard Dam was built "
-                                "across the Ulne in 1987.")
-    lead = by_rule(CAUSAL["because_lead"][0], "paraphrase")
-    assert lead[0].response == "Commuters took the ferry because the bridge was closed for repairs."
-    order = para[1]
-    shown = re.findall(r"\((\d)\) (.+)", order.instruction)
-    ranks = [int(k) for k in re.findall(r"\d", order.response)]
-    sents = rb.split_sentences(RIVER)
-    restored = [dict(shown)[str(k)] for k in ranks]
-    assert restored == sents[sents.index(restored[0]):sents.index(restored[0]) + 3]
-    assert ranks != [1, 2, 3]
-    assert not by_rule(PLAIN, "paraphrase")
-
-
-def test_completion_continues_from_first_half():
-    (p,) = by_rule(RIVER, "completion")
-    sents = rb.split_sentences(RIVER)
-    assert " ".join(sents[:2]) in p.instruction and p.response == " ".join(sents[2:4])
-    assert not by_rule("Only one sentence. And two.", "completion")
-
-
-def test_fill_blank_numbers_and_names():
-    pairs = by_rule(RIVER, "fill_blank")
-    assert len(pairs) == 2
-    for p in pairs:
-        filled = p.instruction.split('"')[1].replace("___", p.response)
-        assert filled in RIVER and "___" not in p.response
-    assert re.fullmatch(r"[\d,]+", pairs[0].response)
-    assert not by_rule("the sea is salty and wide. the river is long.", "fill_blank")
-
-
-def test_verify_true_and_false_statements():
-    seen = {}
-    for seed in range(30):
-        (p,) = by_rule(DRUG, "verify", seed)
-        claim = re.search(r'"([^"]+)"|that (.+)\?\n', p.instruction)
-        claim = claim.group(1) or claim.group(2)
-        assert p.instruction.endswith("\nOptions:\n- yes\n- no")
-        assert (claim.lower() in DRUG.lower()) == (p.response == "yes"), (claim, p.response)
-        seen[p.response] = True
-    assert set(seen) == {"yes", "no"}
-    assert not by_rule(PLAIN, "verify")
-
-
-# ----------------------------------------------------------------------------- whole miner
-
-def test_every_rule_fires_on_the_fixture_corpus_and_answers_are_sane():
-    rows = [json.loads(line) for line in open(REPO / "ipt_utils/fixtures/raw_corpus.jsonl")][:120]
-    fired = set()
-    for r in rows:
-        t = tagged(r["text"])
-        fired |= {name for name, _ in t}
-        assert_sane(r["text"], [p for _, p in t])
-        assert len({p.instruction.lower() for _, p in t}) == len(t)
-    assert fired == set(rb.RULES)
+    s = rb.split_sentences("Dr. Smith paid $1.5 million, e.g. for land. It rained. Then it stopped.")
+    assert s == ["Dr. Smith paid $1.5 million, e.g. for land.", "It rained.", "Then it stopped."]
 
 
 def test_deterministic_per_seed():
-    assert tagged(RIVER, 3) == tagged(RIVER, 3)
-    assert any(tagged(t, 0) != tagged(t, 1) for t in (RIVER, DRUG))
+    t = BY_ID["bio-1"]
+    assert tagged(t, 3) == tagged(t, 3)
+    assert any(tagged(x, 0) != tagged(x, 1) for x in BY_ID.values())
 
 
-def test_pairs_round_trip_through_the_markup():
-    pairs = rb.mine(DRUG)
-    assert fmt.parse_pairs(fmt.render_pairs(pairs)) == pairs  # nothing the parser would drop
+def test_pairs_round_trip_through_the_markup_and_templify():
+    for p in PARAS:
+        pairs = rb.mine(p["text"])
+        assert fmt.parse_pairs(fmt.render_pairs(pairs)) == pairs  # nothing the parser would drop
+        (doc,) = tp.templify_chain([tp.Member(p["id"], p["text"], pairs)], 0)
+        assert doc["dropped"] == 0 and p["text"] in doc["text"]
     assert rb.mine("") == [] and rb.mine(PLAIN) == []
 
 
 def test_preview_tables():
-    df = rb.preview([RIVER, DRUG])
-    assert list(df.columns) == ["text", "rule", "instruction", "response"] and len(df) > 10
-    doc = rb.preview_document(RIVER)
-    assert RIVER in doc and len(doc) > len(RIVER)
+    df = rb.preview([BY_ID["bio-1"], BY_ID["fin-1"]])
+    assert list(df.columns) == ["text", "rule", "instruction", "response"] and len(df) > 6
+    doc = rb.preview_document(BY_ID["fin-1"])
+    assert BY_ID["fin-1"] in doc and len(doc) > len(BY_ID["fin-1"])
 
 
 # ----------------------------------------------------------------------------- stage 02 backend
@@ -232,7 +200,7 @@ def test_stage02_rule_based_needs_no_model_and_variants(tmp_path):
     rows = sy.write_augmented(ctx, cfg, synths)
     assert all(m["raw_text"] in r["text"] and m["pairs"] for r in rows for m in r["members"])
     m = sy.summarize(stats, synths, engine, info, sy.write_stats(ctx, synths, rows, cfg))
-    assert m["backend"] == "rule_based" and m["pairs_per_text"] > 5 and m["parse_failure_rate"] == 0
+    assert m["backend"] == "rule_based" and m["pairs_per_text"] > 1 and m["parse_failure_rate"] == 0
     out = sy.run_variants(ctx, cfg, texts, stats, engine, tok)
     path = sy.variant_augmented(ctx.work_root, "one_shot_rules")
     vrows = [json.loads(line) for line in open(path)]
