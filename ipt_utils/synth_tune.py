@@ -137,12 +137,27 @@ def split_examples(examples: list[Example], cfg: Params, seed: int):
 
 
 def encode_example(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one rendered example; only pairs + `</s>` carry loss."""
-    from .format import render_context, render_pairs
+    """Token ids and labels of one rendered example; only pairs + `</s>` carry loss.
 
-    ctx_ids = tokenizer(render_context(ex.context), add_special_tokens=False)["input_ids"]
-    tgt_ids = tokenizer(render_pairs(ex.pairs) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return ctx_ids + tgt_ids, [IGNORE] * len(ctx_ids) + tgt_ids
+    The example is tokenized in one piece, exactly as it appears as a history example in a
+    synthesis prompt (format.build_prompt), so the model is tuned on the tokens it later
+    reads; the loss mask starts at the first token that begins after the rendered context
+    (character offsets; without a fast tokenizer, the longest shared prefix with the
+    context's own tokens)."""
+    from .format import render_context, render_example
+
+    text, ctx = render_example(ex.context, ex.pairs), render_context(ex.context)
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=fast)
+    ids = list(enc["input_ids"])
+    if fast:
+        n = next((i for i, (a, b) in enumerate(enc["offset_mapping"]) if a >= len(ctx) and b > a), len(ids))
+    else:
+        ctx_ids = tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        n = 0
+        while n < min(len(ctx_ids), len(ids)) and ids[n] == ctx_ids[n]:
+            n += 1
+    return ids, [IGNORE] * n + ids[n:]
 
 
 def build_sequences(tokenizer, train: list[Example], max_len: int, seed: int):

@@ -48,6 +48,51 @@ def test_loss_mask_token_by_token(tokenizer):
     assert tokenizer.decode([t for t, l in zip(ids, labels) if l != IGNORE]) == tgt
 
 
+@pytest.fixture(scope="module")
+def metaspace_tokenizer():
+    """A SentencePiece-style tokenizer (Metaspace, a "▁" prepended to the first word, markup
+    as plain text) like Mistral's: there, a piece tokenized on its own starts differently
+    than the same piece inside a longer string."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    corpus = ["<CON> Rain fell on the hills. </CON>\n\n<QUE> What fell? <ANS> Rain </END>",
+              "Prices rose 3% in May. Which? Options: up down Say hi. Hi. Other. q? a Next text. Where?"] * 20
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.mark.parametrize("which", ["tokenizer", "metaspace_tokenizer"])
+def test_tuning_tokens_equal_the_tokens_inside_a_prompt(which, request):
+    """An example is tuned on exactly the tokens it has as a history example in a synthesis
+    prompt, and the loss starts where its context ends."""
+    from ipt_utils.format import build_prompt, render_example
+
+    tokenizer = request.getfixturevalue(which)
+
+    examples = [Example("d", "Rain fell on the hills.", [Pair("What fell?", "Rain"), Pair("Where?", "On the hills")], "free-form"),
+                Example("d", "Prices rose 3% in May.", [Pair("Which?\nOptions:\n- up\n- down", "up")], "multi-choice"),
+                Example("d", "", [Pair("Say hi.", "Hi.")], "free-form")]
+    for ex in examples:
+        ids, labels = synth_tune.encode_example(tokenizer, ex)
+        assert ids == tokenizer(render_example(ex.context, ex.pairs), add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(build_prompt("Next text.", [(ex.context, ex.pairs)]), add_special_tokens=False)["input_ids"]
+        assert prompt[:len(ids)] == ids
+        later = tokenizer(build_prompt("Next text.", [("Other.", [Pair("q?", "a")]), (ex.context, ex.pairs)]),
+                          add_special_tokens=False)["input_ids"]
+        assert any(later[i:i + len(ids)] == ids for i in range(len(later) - len(ids) + 1))
+        n = labels.count(IGNORE)
+        assert labels[n:] == ids[n:] and IGNORE not in labels[n:]
+        # the context's tokens, the last of which may reach across the boundary (then it is not trained)
+        ctx = render_context(ex.context).replace(" ", "")
+        assert tokenizer.decode(ids[:n]).replace(" ", "").startswith(ctx)
+        assert ctx.startswith(tokenizer.decode(ids[:n - 1]).replace(" ", ""))
+        assert ids[-1] == tokenizer.eos_token_id
+
+
 def _write_collection(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
