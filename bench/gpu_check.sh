@@ -17,7 +17,7 @@
 #
 # Environment: PY (python to use; default .venv/bin/python if present, else python on PATH),
 # GPU_CHECK_OUT (result JSONs; default results/bench, a temp dir for --dry-run),
-# GPU_CHECK_LOGS (step logs; default a temp dir), GPU_CHECK_BUDGET (seconds; default 570, dry 170),
+# GPU_CHECK_LOGS (step logs; default a temp dir), GPU_CHECK_BUDGET (seconds; default 570, dry 420),
 # GPU_CHECK_DRY_RUN=1 (same as --dry-run). Nothing is downloaded: the hub is set offline.
 set -u -o pipefail
 
@@ -37,7 +37,7 @@ fi
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 if [ "$DRY" = 1 ]; then
     OUT="${GPU_CHECK_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_dry.XXXXXX")}"
-    BUDGET="${GPU_CHECK_BUDGET:-170}"
+    BUDGET="${GPU_CHECK_BUDGET:-420}"  # a safety net: about 3 minutes on an idle 2-core machine
 else
     OUT="${GPU_CHECK_OUT:-results/bench}"
     BUDGET="${GPU_CHECK_BUDGET:-570}"
@@ -77,6 +77,8 @@ T0=$(date +%s)
 STEPS_TSV="$LOGS/steps.tsv"
 : > "$STEPS_TSV"
 MIN_STEP_S=15  # a step is not started with less time than this left
+STEP_PGID=""
+trap 'if [ -n "$STEP_PGID" ]; then kill -KILL -- "-$STEP_PGID" 2>/dev/null; fi; echo "[gpu_check] interrupted" >&2; exit 130' INT TERM
 
 # run_step NAME CAP_SECONDS RESULT_GLOB COMMAND... : runs with a limit of min(cap, time left);
 # RESULT_GLOB (or -) names the JSON the step writes into $LOGS/NAME.out, moved to $OUT
@@ -93,7 +95,13 @@ run_step() {
     mkdir -p "$LOGS/$name.out"
     echo "[gpu_check] $name (limit ${limit}s) ..."
     t=$(date +%s)
-    timeout -k 15 "$limit" "$@" > "$log" 2>&1 || rc=$?
+    # timeout leads its own process group; whatever of it outlives the step (a vLLM engine
+    # process after a timeout) is killed with that group, so it cannot hold the GPU for the next
+    timeout -k 15 "$limit" "$@" > "$log" 2>&1 &
+    local pid=$!
+    STEP_PGID=$pid
+    wait "$pid" || rc=$?
+    kill -KILL -- "-$pid" 2>/dev/null || true
     t=$(( $(date +%s) - t ))
     if [ "$rc" = 0 ]; then status=ok; elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then status=timeout; else status=failed; fi
     if [ "$glob" != - ] && [ "$status" = ok ]; then
@@ -117,21 +125,21 @@ skip_step() {
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py)
 if [ "$DRY" = 1 ]; then
     export IPT_GPU_TESTS_ON_CPU=1
-    run_step gpu_tests 100 - "${PYTEST[@]}" -k "not vllm" --junitxml="$LOGS/gpu_tests.xml"
-    run_step gpu_tests_vllm 60 - "${PYTEST[@]}" -k vllm --junitxml="$LOGS/gpu_tests_vllm.xml"
-    run_step bench_pretrain 40 'pretrain_*.json' "$PY" bench/bench_pretrain.py --part train --shape tiny \
+    run_step gpu_tests 150 - "${PYTEST[@]}" -k "not vllm" --junitxml="$LOGS/gpu_tests.xml"
+    run_step gpu_tests_vllm 150 - "${PYTEST[@]}" -k vllm --junitxml="$LOGS/gpu_tests_vllm.xml"
+    run_step bench_pretrain 60 'pretrain_*.json' "$PY" bench/bench_pretrain.py --part train --shape tiny \
         --steps 3 --warmup 1 --micro-batch 4 --accum 1 --out "$LOGS/bench_pretrain.out"
-    run_step bench_synth_hf 40 'synthesize_*.json' "$PY" bench/bench_synthesize.py --model random --shape mini \
+    run_step bench_synth_hf 60 'synthesize_*.json' "$PY" bench/bench_synthesize.py --model random --shape mini \
         --parts batched --texts 4 --batch-size 4 --repeats 1 --max-new-tokens 8 --warmup 0 \
         --out "$LOGS/bench_synth_hf.out"
     SYNTH_VLLM=("$PY" bench/bench_synthesize.py --model random --shape mini --save-model --parts vllm --texts 4
                 --batch-size 4 --repeats 1 --max-new-tokens 8 --out "$LOGS/bench_synth_vllm.out")
-    VLLM_CAP=60
+    VLLM_CAP=100
 else
     run_step gpu_tests 200 - "${PYTEST[@]}" -k "not vllm" --junitxml="$LOGS/gpu_tests.xml"
     run_step gpu_tests_vllm 150 - "${PYTEST[@]}" -k vllm --junitxml="$LOGS/gpu_tests_vllm.xml"
     run_step bench_pretrain 120 'pretrain_*.json' "$PY" bench/bench_pretrain.py --part train --shape 500m \
-        --out "$LOGS/bench_pretrain.out"
+        --micro-batch 16 --accum 2 --out "$LOGS/bench_pretrain.out"  # the profile's micro batch
     run_step bench_synth_hf 150 'synthesize_*.json' "$PY" bench/bench_synthesize.py --model random \
         --shape mistral-7b --parts batched --texts 128 --batch-size 32,64 --repeats 2 --max-new-tokens 96 \
         --out "$LOGS/bench_synth_hf.out"
@@ -192,7 +200,7 @@ def detail(s):
         t = r["train"]
         mfu = f"{t['mfu']:.1%}" if t.get("mfu") else "n/a"
         return (f"{t['shape']} seq {t['seq_len']}: {t['tokens_per_s']:,.0f} tokens/s, MFU {mfu}, "
-                f"peak mem {t.get('max_memory_gib')} GiB")
+                f"peak GPU memory {t.get('max_memory_gib') or 'n/a'} GiB")
     parts = []
     for k, b in r.get("backends", {}).items():
         if "texts_per_s" in b:
