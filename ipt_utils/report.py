@@ -548,6 +548,34 @@ def table5(inp: Inputs, cfg: Params, pn) -> Table:
     return t
 
 
+DOC_LAYOUTS = ("classic", "pairs_first", "dialog", "numbered", "inline", "next_turn")
+
+
+def _document_rows(m: dict, pn) -> list[dict]:
+    """Pre-training document statistics (stage 02 metrics) beside the authors' release run on
+    the same kind of chains (M=2 and M=3 columns; reference rows of paper_numbers.csv)."""
+    docs = m.get("documents")
+    if not isinstance(docs, (int, float)) or not docs:
+        return [{"statistic": "documents", "ours": NOT_RUN, "paper": NOT_REPORTED, **_provenance(None)}]
+    lay = m.get("document_layout_mix") or {}
+    with_pairs = sum(v for k, v in lay.items() if k != "raw")
+    modes = m.get("mode_mix") or {}
+    n_modes = sum(modes.values())
+    stats = [("documents", docs), ("texts_per_document", m.get("texts_per_document")),
+             ("mean_document_chars", m.get("mean_document_chars")), ("multi_text_share", m.get("multi_text_share")),
+             ("dropped_pairs_total", m.get("dropped_pairs_total"))]
+    stats += [(f"layout_share_{k}", lay.get(k, 0) / with_pairs if with_pairs else None) for k in DOC_LAYOUTS]
+    stats += [(f"mode_share_{k}", v / n_modes) for k, v in sorted(modes.items())] if n_modes else []
+    out = []
+    for k, v in stats:
+        r2, r3 = (_paper(pn, "synthesis", s, k, "release") for s in ("M=2", "M=3"))
+        out.append({"statistic": k, "ours": f"{v:.4g}" if isinstance(v, (int, float)) else NOT_RUN,
+                    "paper": NOT_REPORTED, "release M=2": f"{r2[0]:.4g}" if r2 else NOT_REPORTED,
+                    "release M=3": f"{r3[0]:.4g}" if r3 else NOT_REPORTED,
+                    **_provenance(r2 or r3)})
+    return out
+
+
 def synthesis_table(inp: Inputs, cfg: Params, pn) -> Table:
     import pandas as pd
 
@@ -563,14 +591,17 @@ def synthesis_table(inp: Inputs, cfg: Params, pn) -> Table:
         return {"statistic": k, "ours": ours, "paper": _fmt(p[0] if p else None, NOT_REPORTED),
                 **_provenance(p)}
 
+    doc_rows = _document_rows(m, pn)
+    shown = {r["statistic"] for r in doc_rows}
     rows = [row(k, f"{v:.4g}") for k, v in sorted(m.items())
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in shown]
     for k in ("pairs_per_text", "tokens_per_pair"):
         if k not in m or not isinstance(m[k], (int, float)):
             val = m.get(k)
             if isinstance(val, dict):  # e.g. {"mean": .., "median": ..}
                 val = val.get("mean")
             rows.append(row(k, f"{val:.4g}" if isinstance(val, (int, float)) else NOT_RUN))
+    rows += doc_rows
     t.df = pd.DataFrame(rows)
     agree = []
     for k in ("pairs_per_text", "tokens_per_pair"):
@@ -779,6 +810,8 @@ def fig_synthesis(inp: Inputs, cfg: Params, out: Path) -> list[Figure]:
                 d = next((v for k, v in m.items() if key in k.lower() and isinstance(v, dict)), None)
                 if d:
                     counts[key] = d
+        if isinstance(m.get("document_layout_mix"), dict) and m["document_layout_mix"]:
+            counts["layout per document"] = m["document_layout_mix"]  # the pre-training units
     if counts:
         fig, axes = plt.subplots(1, len(counts), figsize=(4.8 * len(counts), 3.2), squeeze=False)
         for ax, (key, d) in zip(axes[0], counts.items()):

@@ -162,7 +162,9 @@ def test_profile_sections_validate():
 def test_paper_numbers_file():
     pn = report.paper_numbers()
     assert list(pn.columns) == ["table", "setting", "task", "arm_or_model", "value", "source", "confidence"]
-    assert pn.confidence.str.startswith(CONF).all()
+    paper = pn.arm_or_model != "release"  # release rows: the authors' released code, measured by us
+    assert pn[paper].confidence.str.startswith(CONF).all()
+    assert pn[~paper].confidence.str.startswith("measured by us on the release code").all() and (~paper).sum() >= 10
     assert len(pn[pn.table == "table1"]) == 24
     assert set(pn[pn.table == "table1"].task) <= set(TASKS)
 
@@ -182,3 +184,20 @@ def test_table4_reads_this_runs_ablation_arms(tmp_path):
                        "rule-based synthesis": "55.0", "1-shot synthesis (M=1)": "45.0"}, full
         assert list(t4.df["finance (paper)"]) == ["74.7", "73.3", "73.1", "73.1"]
         assert f"this run's {full} arm" in t4.notes[0] and "full minus one_shot = +15.0 pt" in t4.agreement
+
+
+def test_synthesis_table_shows_documents_beside_the_release(tmp_path):
+    rd = tmp_path / "run"
+    (rd / "02_synthesize").mkdir(parents=True)
+    (rd / "02_synthesize" / "metrics.json").write_text(json.dumps(
+        {"pairs_per_text": 4.8, "tokens_per_pair": 50.0, "documents": 100, "texts_per_document": 1.6,
+         "mean_document_chars": 1800.0, "multi_text_share": 0.6, "dropped_pairs_total": 7,
+         "document_layout_mix": {"classic": 72, "dialog": 8, "raw": 10, "next_turn": 10},
+         "mode_mix": {"plain": 30, "options": 10}}))
+    t = report.synthesis_table(report.Inputs(rd, {"run": rd}, None), cfg(), report.paper_numbers())
+    df = t.df.set_index("statistic")
+    assert df.loc["documents", "ours"] == "100" and df.loc["dropped_pairs_total", "ours"] == "7"
+    assert df.loc["texts_per_document", "release M=2"] == "1.633" and df.loc["mean_document_chars", "release M=3"] == "2238"
+    assert df.loc["layout_share_classic", "ours"] == "0.8" and df.loc["layout_share_classic", "release M=2"] == "0.8"
+    assert df.loc["layout_share_next_turn", "ours"] == "0.1111" and df.loc["mode_share_plain", "ours"] == "0.75"
+    assert list(df.index).count("documents") == 1
