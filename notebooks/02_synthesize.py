@@ -24,7 +24,8 @@
 #   separate jobs (`scripts/slurm/submit_synthesis.sh`, or `python -m ipt_utils synthesize
 #   --all-shards` on one machine), never in this kernel; this notebook merges them once all
 #   are done, and otherwise stops naming the missing shards and the commands that make them.
-# - **Outputs:** `<work>/02_synthesize/augmented.jsonl` (one row per raw text) and its typed
+# - **Outputs:** `<work>/02_synthesize/augmented.jsonl` (one row per pre-training document:
+#   a chain of texts with pairs, or one raw text) and its typed
 #   twin `augmented.parquet`, finished
 #   rounds under `<work>/02_synthesize/shard-*/` (a rerun resumes; several shards are merged,
 #   see README "Synthesis at scale"), and in the stage
