@@ -186,13 +186,24 @@ def test_num_processes_follows_the_machine(monkeypatch, tmp_path):
         launch.launch_command(FSDP, "ipt_utils.pretrain", tmp_path / "launch.json")
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_fsdp_config_wraps_by_the_models_own_layers():
+    """The shipped config names no layer class: accelerate wraps each model's `_no_split_modules`
+    (a fixed MistralDecoderLayer made a Llama fail in `prepare`)."""
     import yaml
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    cfg = yaml.safe_load((REPO_ROOT / FSDP).read_text())
-    assert "fsdp_transformer_layer_cls_to_wrap" not in cfg["fsdp_config"]
-    assert cfg["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    fsdp = yaml.safe_load((REPO_ROOT / FSDP).read_text())["fsdp_config"]
+    sizes = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=2, head_dim=32)
+    for model, layer in ((MistralForCausalLM(MistralConfig(**sizes)), "MistralDecoderLayer"),
+                         (LlamaForCausalLM(LlamaConfig(**sizes)), "LlamaDecoderLayer")):
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=fsdp["fsdp_version"], auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"],
+            transformer_cls_names_to_wrap=fsdp.get("fsdp_transformer_layer_cls_to_wrap"))
+        plugin.set_auto_wrap_policy(model)
+        assert plugin.transformer_cls_names_to_wrap == [layer]
 
 
 @pytest.mark.timeout(300)
