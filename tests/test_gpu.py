@@ -9,7 +9,6 @@ fixtures and helpers of the CPU tests of each stage and differ from them in devi
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -20,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
 
-import numpy as np
 import pytest
 
 import test_evaluate as te
@@ -125,22 +123,25 @@ def test_vllm_synthesis_rounds(target, tiny_synth, tmp_path):  # noqa: F811
     eng = sy.make_engine(path, tok, cfg, seed=0, device=target.device, dtype=target.torch_dtype)
     texts = [sy.RawText(f"t{i}", "general", f"Text {i} is about cells, prices and a question {i * 7}.")
              for i in range(6)]
-    synths, info = sy.synthesize_shard(SimpleNamespace(work=tmp_path, seed=0), cfg, texts, eng, sy.Tokenizer(tok))
-    assert eng.backend == "vllm" and eng.calls == 2 and info["rounds_generated"] == 2
-    assert [s.round for s in synths] == [0, 0, 0, 1, 1, 1]
-    # round 1 inherits its slot's round-0 example exactly when that one yielded pairs
-    assert [s.history for s in synths[3:]] == [[k] if synths[k].pairs else [] for k in range(3)]
-    assert all(0 < s.gen_tokens <= 24 for s in synths)
-    rows = sy.build_rows(synths, seed=0)
-    assert sorted(r["id"] for r in rows) == sorted(t.id for t in texts)
-    outs = eng(prompts)
-    ref = sy.TransformersEngine(path, tok, cfg, target.device, target.torch_dtype).generate(prompts)
-    same = sum(o.text[:8] == r.text[:8] for o, r in zip(outs, ref))
-    # both greedy from the same weights; bf16 kernels may break a near-tie differently in one prompt
-    assert same >= len(prompts) - (1 if target.bf16 else 0), [(o.text, r.text) for o, r in zip(outs, ref)]
-    if hasattr(eng.impl, "shutdown"):  # free the engine's memory and workers for what follows
-        eng.impl.shutdown()
-    sy._free_memory()
+    try:
+        work = SimpleNamespace(work=tmp_path, seed=0)
+        synths, info = sy.synthesize_shard(work, cfg, texts, eng, sy.Tokenizer(tok))
+        assert eng.backend == "vllm" and eng.calls == 2 and info["rounds_generated"] == 2
+        assert [s.round for s in synths] == [0, 0, 0, 1, 1, 1]
+        # round 1 inherits its slot's round-0 example exactly when that one yielded pairs
+        assert [s.history for s in synths[3:]] == [[k] if synths[k].pairs else [] for k in range(3)]
+        assert all(0 < s.gen_tokens <= 24 for s in synths)
+        rows = sy.build_rows(synths, seed=0)
+        assert sorted(i for r in rows for i in r["member_ids"]) == sorted(t.id for t in texts)
+        outs = eng(prompts)
+        ref = sy.TransformersEngine(path, tok, cfg, target.device, target.torch_dtype).generate(prompts)
+        same = sum(o.text[:8] == r.text[:8] for o, r in zip(outs, ref))
+        # both greedy from the same weights; bf16 kernels may break a near-tie differently in one prompt
+        assert same >= len(prompts) - (1 if target.bf16 else 0), [(o.text, r.text) for o, r in zip(outs, ref)]
+    finally:
+        if eng._impl is not None and hasattr(eng._impl, "shutdown"):  # free its memory and workers
+            eng._impl.shutdown()
+        sy._free_memory()
 
 
 # ---------------------------------------------------------------------------- stage 01: tuning
