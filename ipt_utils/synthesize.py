@@ -7,7 +7,7 @@ Steps (one call each from the notebook):
   synthesize_shard  multi-round (M-shot) synthesis; each finished round of the shard is
                   written atomically to <work>/shard-i-of-n/round-r.jsonl and a rerun
                   skips finished rounds (greedy decoding -> identical output)
-  write_augmented templify chains -> <work>/augmented.jsonl (CONTRACTS.md row schema) and
+  write_augmented templify chains -> <work>/augmented.jsonl (one row per pre-training document) and
                   its typed Parquet twin augmented.parquet
   write_stats / plot_stats / summarize   synthesis_stats.csv, figure, metrics
 
