@@ -78,7 +78,12 @@ STEPS_TSV="$LOGS/steps.tsv"
 : > "$STEPS_TSV"
 MIN_STEP_S=15  # a step is not started with less time than this left
 STEP_PGID=""
-trap 'if [ -n "$STEP_PGID" ]; then kill -KILL -- "-$STEP_PGID" 2>/dev/null; fi; echo "[gpu_check] interrupted" >&2; exit 130' INT TERM
+on_signal() {
+    if [ -n "$STEP_PGID" ]; then kill -KILL -- "-$STEP_PGID" 2>/dev/null; fi
+    echo "[gpu_check] interrupted" >&2
+    exit 130
+}
+trap on_signal INT TERM
 
 # run_step NAME CAP_SECONDS RESULT_GLOB COMMAND... : runs with a limit of min(cap, time left);
 # RESULT_GLOB (or -) names the JSON the step writes into $LOGS/NAME.out, moved to $OUT
@@ -103,7 +108,11 @@ run_step() {
     wait "$pid" || rc=$?
     kill -KILL -- "-$pid" 2>/dev/null || true
     t=$(( $(date +%s) - t ))
-    if [ "$rc" = 0 ]; then status=ok; elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then status=timeout; else status=failed; fi
+    case "$rc" in
+        0) status=ok ;;
+        124|137) status=timeout ;;
+        *) status=failed ;;
+    esac
     if [ "$glob" != - ] && [ "$status" = ok ]; then
         result="$(ls "$LOGS/$name.out"/$glob 2>/dev/null | head -n 1)"
         if [ -n "$result" ]; then
@@ -225,7 +234,8 @@ for s in steps:
         d = f"(unreadable result: {e})"
     print(f"{s['name']:<18} {s['status']:<13} {s['wall_s']:>5}  {d}")
 gpus = ", ".join(hw.get("gpus", [])) or "no GPU"
-print(f"\ngpu_check: {'ok' if ok else 'FAILED'} in {wall} s of {budget} s on {gpus}{' (dry run)' if dry == '1' else ''}; "
+mode = " (dry run)" if dry == "1" else ""
+print(f"\ngpu_check: {'ok' if ok else 'FAILED'} in {wall} s of {budget} s on {gpus}{mode}; "
       f"wrote {path}; logs in {logs}")
 sys.exit(0 if ok else 1)
 EOF
