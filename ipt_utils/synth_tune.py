@@ -406,7 +406,12 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
     done = sorted(int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*")
                   if (p / "trainer_state.json").exists())
     start_step = done[-1] if done else 0
-    bf16 = ctx.torch_dtype == torch.bfloat16
+    if launched:  # the launch decided mixed precision (none on a CPU rehearsal); the Trainer must agree
+        from accelerate.state import AcceleratorState
+
+        bf16 = str(AcceleratorState().mixed_precision) == "bf16"
+    else:
+        bf16 = ctx.torch_dtype == torch.bfloat16
     args = TrainingArguments(
         output_dir=str(ckpt_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps, learning_rate=cfg.learning_rate,

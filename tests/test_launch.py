@@ -46,8 +46,11 @@ def _build_llama(out_dir, tokenizer):
     return str(out_dir)
 
 
-def _stage01(tmp_path, arch: str, method: str, **over):
+def _stage01(tmp_path, arch: str, method: str, dtype: str = "float32", **over):
+    import dataclasses
+
     ctx = _synth_ctx(tmp_path)
+    ctx.run = dataclasses.replace(ctx.run, dtype=dtype)
     if arch == "llama":
         over["base_model"] = _build_llama(tmp_path / "llama", assets.tiny_tokenizer(ctx))
     cfg = _synth_cfg(tmp_path, **{"method": method, "accelerate_config": FSDP, "max_steps": 4, "save_steps": 2,
@@ -100,9 +103,11 @@ def _check_saved(ctx, cfg, tok, model_type: str):
 
 @launched
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("arch,method", [("mistral", "lora"), ("llama", "full"), ("llama", "lora")])
-def test_stage01_fsdp_two_processes(tmp_path, monkeypatch, arch, method):
-    ctx, cfg = _stage01(tmp_path, arch, method)
+# bfloat16: the GPU profiles' run.dtype; on CPU the launch turns mixed precision off and the Trainer must agree
+@pytest.mark.parametrize("arch,method,dtype", [("mistral", "lora", "float32"), ("llama", "full", "bfloat16"),
+                                               ("llama", "lora", "float32")])
+def test_stage01_fsdp_two_processes(tmp_path, monkeypatch, arch, method, dtype):
+    ctx, cfg = _stage01(tmp_path, arch, method, dtype)
     metrics, tok = _notebook_flow(ctx, cfg, monkeypatch)
     assert metrics["steps"] == 4 and metrics["resumed_from_step"] == 0 and metrics["method"] == method
     log = _log(ctx)
