@@ -193,6 +193,13 @@ def build_sequences(tokenizer, train: list[Example], max_len: int, seed: int):
     return seqs, dict(stats)
 
 
+def data_collator(tokenizer):
+    """The Trainer's collator. Mistral's and Llama-3's tokenizers have no pad token: pad with
+    EOS then (padding is masked from attention and loss, so any id serves)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return lambda batch: collate(batch, pad)
+
+
 def collate(batch, pad_id: int):
     """Right-pad to the longest sequence; padding is masked in labels and attention."""
     import torch
@@ -429,7 +436,7 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
     if os.environ.get(CRASH_ENV):
         callbacks.append(_CrashHook())
     trainer = Trainer(model=model, args=args, train_dataset=data,
-                      data_collator=lambda b: collate(b, tokenizer.pad_token_id), callbacks=callbacks)
+                      data_collator=data_collator(tokenizer), callbacks=callbacks)
     del model  # the trainer holds it (sharded under FSDP)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(ckpt_dir / f"checkpoint-{done[-1]}") if done else None)

@@ -93,6 +93,18 @@ def test_tuning_tokens_equal_the_tokens_inside_a_prompt(which, request):
         assert ids[-1] == tokenizer.eos_token_id
 
 
+def test_collator_pads_without_a_pad_token(metaspace_tokenizer):
+    """Mistral-7B's tokenizer has no pad token (found by the paper-500m rehearsal)."""
+    tok = metaspace_tokenizer
+    assert tok.pad_token_id is None
+    batch = [dict(zip(("input_ids", "labels"), synth_tune.encode_example(tok, Example("d", text, [Pair("q?", "a")], ""))))
+             for text in ("Rain fell.", "Rain fell on the hills all day.")]
+    out = synth_tune.data_collator(tok)(batch)
+    short = len(batch[0]["input_ids"])
+    assert (out["input_ids"][0, short:] == tok.eos_token_id).all()
+    assert (out["labels"][0, short:] == IGNORE).all() and (out["attention_mask"][0, short:] == 0).all()
+
+
 def _write_collection(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
