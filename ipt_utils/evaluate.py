@@ -49,7 +49,7 @@ class TaskSpec:
     name: str  # canonical name used in summary.csv and the report
     label: str  # as printed in the paper's tables
     domain: str  # general | biomedicine | finance
-    metric: str  # headline metric (the paper's choice, NOTES §6)
+    metric: str  # headline metric (the paper's choice, docs/PAPER.md §6)
     harness: str  # task name used online
     fixture: str  # eval/<fixture>.jsonl for the offline twin
 

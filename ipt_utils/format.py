@@ -1,4 +1,4 @@
-"""The instruction synthesizer's markup, byte-for-byte as released (NOTES.md section 3).
+"""The instruction synthesizer's markup, byte-for-byte as released (docs/PAPER.md §3).
 
     context  = "<s> <CON> {text} </CON>\\n\\n"      ("<s>" alone for an empty text)
     pair     = "<QUE> {instruction} <ANS> {response} </END>"   (pairs joined by "\\n\\n")
@@ -61,7 +61,7 @@ def build_prompt(text: str, history: Iterable[tuple[str, Sequence[Sequence[str]]
 
 
 def parse_pairs_with_stats(generated: str) -> tuple[list[Pair], ParseStats]:
-    """Parse a synthesizer continuation (NOTES.md section 3).
+    """Parse a synthesizer continuation (docs/PAPER.md §3).
 
     Split on </END>; the piece after the last </END> is unfinished and dropped. An
     item is kept when it has exactly one <ANS>, its question part starts with <QUE>,

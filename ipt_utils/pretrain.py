@@ -1,4 +1,4 @@
-"""Stage 03: pre-train one model per data arm on an equal token budget (NOTES.md section 6).
+"""Stage 03: pre-train one model per data arm on an equal token budget (docs/PAPER.md §6).
 
 Arms (what differs is only the data; model, hyper-parameters and budget are shared):
   vanilla     raw corpus

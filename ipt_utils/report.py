@@ -542,7 +542,7 @@ def table5(inp: Inputs, cfg: Params, pn) -> Table:
     t.df = df
     t.extra = paper
     t.notes.append("Paper Table 5 (synthesizer vs base model, response F1) numbers were not obtained "
-                   "(NOTES.md s7): no paper values to set beside ours. Paper Table 6 (LLM-judged quality "
+                   "(docs/PAPER.md §7): no paper values to set beside ours. Paper Table 6 (LLM-judged quality "
                    "of synthesized pairs) follows; we did not run an LLM judge. " + _conf_note(pn, "table6"))
     t.agreement = "no paper numbers to compare (paper Table 5 values not obtained)"
     return t

@@ -1,4 +1,4 @@
-"""Stage 01: tune a base LM into the instruction synthesizer (NOTES.md section 2).
+"""Stage 01: tune a base LM into the instruction synthesizer (docs/PAPER.md §2).
 
 Data: the synthesizer-tuning collection (context, QA_list[{Q, A}], QA_type, rc_name),
 capped per source dataset (contexts with the most pairs first), with whole datasets

@@ -1,4 +1,4 @@
-"""Stage 02: synthesize instruction-response pairs for raw texts (NOTES.md section 4).
+"""Stage 02: synthesize instruction-response pairs for raw texts (docs/PAPER.md §4).
 
 Steps (one call each from the notebook):
   load_texts      raw corpus (local .jsonl/.parquet/.txt or hf:NAME streamed) -> this

@@ -5,7 +5,7 @@ must stay standalone: standard library only, no package-relative imports. It is 
 importable as `ipt_utils.tasks.ipt_metrics` for tests.
 
 Domain multiple-choice tasks (AdaptLLM format {"input","options","gold_index"}) are scored
-by option log-likelihood [NOTES §6]; `process_domain_mc` returns per-doc acc/acc_norm and
+by option log-likelihood [docs/PAPER.md §6]; `process_domain_mc` returns per-doc acc/acc_norm and
 (gold, pred) pairs that the corpus-level F1 aggregations below consume.
 """
 from __future__ import annotations
