@@ -9,8 +9,18 @@ ARGS    ?=
 env:
 	@bash scripts/setup_env.sh
 
-run: env  ## the whole pipeline on $(PROFILE) (default: the tiny CPU profile, offline)
+# A GPU profile (run.device: cuda) never builds the CPU .venv: it runs with the python of the
+# active environment (the conda env of environment.yml), and says how to make one if it is missing.
+GPU_PROFILE := $(shell grep -qs '^  device: cuda' params/$(PROFILE).yaml && echo 1)
+
+run: $(if $(GPU_PROFILE),,env)  ## the whole pipeline on $(PROFILE) (default: the tiny CPU profile, offline)
+ifeq ($(GPU_PROFILE),1)
+	@python -c "import ipt_utils, vllm" 2>/dev/null || { echo "$(PROFILE) is a GPU profile: set up the GPU environment first" \
+	  "(conda env create -f environment.yml && conda activate ipt), or rehearse it on CPU: make rehearse PROFILE=$(PROFILE)"; exit 2; }
+	python -m ipt_utils run --profile $(PROFILE) $(ARGS)
+else
 	$(PY) -m ipt_utils run --profile $(PROFILE) $(ARGS)
+endif
 
 rehearse: env  ## a GPU profile on this CPU at tiny scale (make rehearse PROFILE=paper-500m)
 	$(PY) -m ipt_utils run --profile $(PROFILE) --rehearse $(ARGS)
