@@ -74,3 +74,13 @@ def test_backend_auto_falls_back_to_transformers_with_a_warning(monkeypatch):
     assert synthesize.choose_backend("rule_based") == "rule_based"
     monkeypatch.setattr(synthesize, "vllm_available", lambda: (True, ""))
     assert synthesize.choose_backend("auto") == "vllm"
+
+
+def test_make_run_of_a_gpu_profile_never_builds_the_cpu_env():
+    def plan(profile):
+        return subprocess.run(["make", "-n", "run", f"PROFILE={profile}"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True).stdout
+
+    assert "setup_env.sh" in plan("ci-tiny")
+    gpu = plan("paper-500m")
+    assert "setup_env.sh" not in gpu and "python -m ipt_utils run --profile paper-500m" in gpu
