@@ -414,9 +414,7 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
                   if (p / "trainer_state.json").exists())
     start_step = done[-1] if done else 0
     if launched:  # the launch decided mixed precision (none on a CPU rehearsal); the Trainer must agree
-        from accelerate.state import AcceleratorState
-
-        bf16 = str(AcceleratorState().mixed_precision) == "bf16"
+        bf16 = os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "bf16"
     else:
         bf16 = ctx.torch_dtype == torch.bfloat16
     args = TrainingArguments(
