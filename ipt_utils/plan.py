@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path
+from .schema import HUB_PREFIX, TINY, resolve_path
 
 # ---------------------------------------------------------------------------- constants (one place)
 GB = 1e9

@@ -526,8 +526,6 @@ def source_caps(recipe: dict, budget: int, cost_of: Callable[[str], int]):
 def augmented_share(docs: dict, read: dict, order: list, src, idx) -> dict:
     """Share of the arm's drawn tokens and documents that are augmented texts (instruct_corpus
     holds them first, read[...]['augmented_docs'] of them); {} for arms without them."""
-    import numpy as np
-
     if "instruct_corpus" not in docs or "augmented_docs" not in read["instruct_corpus"]:
         return {}
     d = docs["instruct_corpus"]

@@ -25,6 +25,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def stub_execute(monkeypatch):
+    """Papermill replaced by a stub that records each stage and leaves what a notebook leaves."""
+    from ipt_utils import io, runner
+
+    calls = []
+
+    def execute(stage, params, out_nb):
+        calls.append(stage.name)
+        out_nb.write_text("{}")
+        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    return calls
+
+
 def run_profile(profile: str, out, timeout: int):
     """`python -m ipt_utils run --profile PROFILE --out OUT` in a subprocess, as a user would
     (no HF_HOME or cache variables of ours: hub caches land in the run's work dir); fails with the output's tail."""

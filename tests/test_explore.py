@@ -85,7 +85,7 @@ def test_explorer_widget_and_fallback(synthesized):
 
     ctx.interactive = True
     box = explore.explorer(ctx, synthesized.cfg)
-    (mode, layout, inherited), (pick, count), view = box.children[0].children, box.children[1].children, \
+    (mode, _layout, inherited), (pick, count), view = box.children[0].children, box.children[1].children, \
         box.children[2]
     assert "11 of 11" in count.value and "Raw text" in view.value
     mode.value = "raw"

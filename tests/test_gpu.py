@@ -262,9 +262,9 @@ def test_lm_eval_hf(target, tiny_run, tmp_path, monkeypatch):  # noqa: F811
 
 # ---------------------------------------------------------------------------- bench/gpu_check.sh
 
-def _gpu_check(tmp_path, *args, **env):
+def _gpu_check(tmp_path, *args, **variables):
     full = {**os.environ, "GPU_CHECK_OUT": str(tmp_path / "out"), "GPU_CHECK_LOGS": str(tmp_path / "logs"),
-            "PY": sys.executable, **env}
+            "PY": sys.executable, **variables}
     return subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), *args], cwd=REPO, env=full,
                           capture_output=True, text=True, timeout=900)
 

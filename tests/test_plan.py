@@ -53,12 +53,7 @@ def test_plan_values_for_scripts(capsys, tmp_path, monkeypatch):
     assert cli.main(["plan", "--profile", "paper-500m", "--print", "nope"]) == 2
 
 
-def test_runner_records_the_plan(tmp_path, monkeypatch):
-    def execute(stage, params, out_nb):
-        out_nb.write_text("{}")
-        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
-
-    monkeypatch.setattr(runner, "_execute", execute)
+def test_runner_records_the_plan(tmp_path, stub_execute):
     prof = load_profile("ci-tiny")
     runner.run(prof, stages="01", out=tmp_path, log=lambda *_: None)
     man = io.read_json(tmp_path / "manifest.json")

@@ -161,15 +161,8 @@ def test_deps_follow_the_profile(tmp_path):
     assert runner.stage_key(tiny, STAGES[1], tmp_path) != runner.stage_key(tiny, STAGES[1], tmp_path / "x")
 
 
-def test_default_run_leaves_out_unneeded_stages(tmp_path, monkeypatch):
-    calls = []
-
-    def execute(stage, params, out_nb):
-        calls.append(stage.name)
-        out_nb.write_text("{}")
-        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
-
-    monkeypatch.setattr(runner, "_execute", execute)
+def test_default_run_leaves_out_unneeded_stages(tmp_path, stub_execute):
+    calls = stub_execute
     logged = []
     runner.run(load_profile("paper-500m"), out=tmp_path, log=logged.append)
     assert calls == NAMES[1:]
@@ -273,7 +266,7 @@ def test_slurm_array_task_runs_one_shard(tmp_path):
     assert not (out / "work" / "02_synthesize" / "shard-00000-of-00002").exists()
 
 
-def test_optional_package_missing_fails_before_anything_runs(tmp_path, monkeypatch, capsys):
+def test_optional_package_missing_fails_before_anything_runs(tmp_path, monkeypatch, capsys, stub_execute):
     """flash_attention_2 / qlora need flash-attn / bitsandbytes (optional): a clear error first."""
     import importlib.util
 
@@ -282,13 +275,7 @@ def test_optional_package_missing_fails_before_anything_runs(tmp_path, monkeypat
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("flash_attn", "bitsandbytes") else real(name, *a))
-    calls = []
-
-    def execute(st, params, out_nb):
-        calls.append(st.name)
-        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
-
-    monkeypatch.setattr(runner, "_execute", execute)
+    calls = stub_execute
     prof = load_profile("ci-tiny")
     prof.sections["pretrain"] = dataclasses.replace(prof.sections["pretrain"], attn_implementation="flash_attention_2")
     with pytest.raises(runner.MissingPackages, match="pretrain.attn_implementation: flash_attention_2 needs the "

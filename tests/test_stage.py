@@ -18,16 +18,8 @@ def _restore_environ():
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    calls = []
-
-    def execute(st, params, out_nb):
-        calls.append(st.name)
-        out_nb.write_text("{}")
-        io.write_json(out_nb.parent / "metrics.json", {"ok": 1})
-
-    monkeypatch.setattr(runner, "_execute", execute)
-    return calls
+def fake(stub_execute):
+    return stub_execute
 
 
 def _by_hand(prof, name, run_dir, metrics=None):
