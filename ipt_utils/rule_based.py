@@ -109,9 +109,23 @@ SIMILAR = ("in other words", "namely", "that is to say", "that is", "i.e.", "sim
 CONTRAST = ("however", "in contrast", "on the contrary", "conversely", "by contrast")
 
 
+# Words that open ordinary sentences too ("No further ...", "So many ...", "Still water ...",
+# "That is a ..."): they count as a connective only when a comma follows them.
+COMMA_ONLY = frozenset(("yes", "no", "so", "yet", "still", "also", "besides", "maybe", "perhaps", "that is",
+                        "equally"))
+
+
+def _alts(words) -> str:
+    return "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
+
+
 def _lead_re(words: Sequence[str]) -> re.Pattern:
-    alts = "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
-    return re.compile(rf"^({alts})(?:,\s*|\s+)(.+)$", re.IGNORECASE | re.DOTALL)
+    """(connective, rest) of a sentence opening with one of `words`; COMMA_ONLY words need a comma."""
+    free = [w for w in words if w not in COMMA_ONLY]
+    comma = [w for w in words if w in COMMA_ONLY]
+    guard = "|".join(x for x in (rf"(?:{_alts(free)})(?:,|\s)" if free else "",
+                                 rf"(?:{_alts(comma)})," if comma else "") if x)
+    return re.compile(rf"^(?={guard})({_alts(words)})(?:,\s*|\s+)(.+)$", re.IGNORECASE | re.DOTALL)
 
 
 _NLI_LEAD = _lead_re(ENTAIL + CONTRADICT + NEUTRAL)
@@ -122,8 +136,11 @@ _IE_MID = re.compile(r"^(.{15,}?)\s*[,(]\s*(?:i\.e\.|that is|namely|in other wor
                      re.IGNORECASE)
 _DEFINITION = re.compile(r"^(?:An?\s+|The\s+)?([\w\- ]{2,60}?)\s+(?:is|are)\s+(?:defined as|known as|"
                          r"referred to as|described as)\s+(.{8,})$", re.IGNORECASE)
-_TOPIC = re.compile(r"^(.{3,80}?)\s+(?:is about|are about|talks about|talk about|is concerned with|"
-                    r"deals with|focuses on)\s+(.{6,})$", re.IGNORECASE)
+# "is about 1,200 kilometres long" gives a quantity, not a topic: no number after "about".
+_NUMBER = (r"(?:[\d$€£]|(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
+           r"fifty|hundred|thousand|half|a (?:third|quarter|half|hundred|thousand|dozen|million))\b)")
+_TOPIC = re.compile(r"^(.{3,80}?)\s+(?:(?:is|are|talks?) about\s+(?!\s|" + _NUMBER + r")|is concerned with\s+|"
+                    r"deals with\s+|focuses on\s+)(.{6,})$", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- text helpers
@@ -460,7 +477,7 @@ def preview_document(text, seed: int = 0) -> str:
 
     body = getattr(text, "text", text)
     tid = getattr(text, "id", "preview")
-    return templify_chain([Member(tid, body, mine(body, seed))], seed, f"preview-{tid}")[0]["text"]
+    return templify_chain([Member(tid, body, mine(body, seed))], seed)[0]["text"]
 
 
 def _clip(s: str, width: int) -> str:

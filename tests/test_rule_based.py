@@ -57,7 +57,21 @@ def test_at_most_two_per_subcategory():
                     f"from its neighbours." for w in ("north", "south", "east", "west", "central"))
     pairs = by_rule(many, "common_reason")
     assert len(pairs) == 2
-    assert len(by_rule(many, "nli")) <= 4  # classify and generate: two each at most
+    # nli: 15 qualifying neighbours, each drawn as classify (80%) or generate (20%): exactly two of
+    # a subcategory whenever it has more than two (classify always does; generate in most seeds)
+    places = ("north", "south", "east", "west", "central", "upper", "lower", "harbour", "valley", "ridge",
+              "coastal", "inland", "island", "forest", "desert")
+    nli_text = " ".join(f"The {w} reactor was shut down for the whole winter season. However the {w} plant bought its power "
+                        f"from the neighbouring grid operators." for w in places)
+    assert len(rb.nli_items(rb.split_sentences(nli_text))) == 15
+    generate_two = 0
+    for seed in range(20):
+        pairs = by_rule(nli_text, "nli", seed)
+        n_cls = sum("Options:" in p.instruction for p in pairs)
+        n_gen = len(pairs) - n_cls
+        assert n_cls == 2 and n_gen <= 2
+        generate_two += n_gen == 2
+    assert generate_two >= 6  # P(>= 3 generate draws of 15) = 0.60
 
 
 @pytest.mark.parametrize("conn,label", [("Therefore", "yes"), ("However", "no"), ("Moreover", "maybe")])
@@ -132,9 +146,52 @@ def test_text_completion_is_a_short_continuation_of_the_text():
 
 
 def test_no_rule_keys_on_fixture_vocabulary():
-    assert not hasattr(rb, "SENT_START_WORDS")
+    """A rule keyed on the fixture generator's words fires far more often on fixture texts than on
+    the hand-written paragraphs: every rule must fire on the hand-written set at least half as often
+    (per text) as on the fixture corpus (measured: hand-written nli .44, common_reason .31,
+    paraphrase .38, word2text .56, summarize .19; fixtures .08, .06, .25, .35, 0)."""
+    from ipt_utils import fixture_gen as fg
+
+    def rates(texts):
+        c = Counter()
+        for t in texts:
+            c.update({r for r, _ in tagged(t)})
+        return {r: c[r] / len(texts) for r in rb.RULES}
+
+    fixture = rates([json.loads(x)["text"] for x in open(fg.FIXTURE_DIR / "raw_corpus.jsonl")])
+    hand = rates([p["text"] for p in PARAS])
+    for rule in rb.RULES:
+        assert hand[rule] > 0 and hand[rule] >= 0.5 * fixture[rule], (rule, hand, fixture)
     src = (REPO / "ipt_utils/rule_based.py").read_text()
     assert "fixture_gen" not in src.split('"""', 2)[2]  # only the docstring may name it
+
+
+def test_single_word_connective_needs_a_comma():
+    # "No further ..." is a plain negative sentence: dropping "No" would flip it into a contradiction
+    text = ("The city council closed the housing grant programme in March this year. No further applications "
+            "were accepted after the spring deadline had passed.")
+    assert rb.nli_items(rb.split_sentences(text)) == []
+    assert all("Further applications" not in p.response + p.instruction for _, p in tagged(text))
+    ok = text.replace("No further", "Still, several late applications")
+    assert [r for _, _, r in rb.nli_items(rb.split_sentences(ok))] == ["contradict"]
+
+
+def test_that_is_needs_a_comma_to_be_a_paraphrase():
+    text = ("The new policy doubled the number of inspectors in every district. That is a large change for "
+            "a small agency with a tight budget.")
+    assert rb.paraphrase_items(rb.split_sentences(text)) == []
+    ok = text.replace("That is a large change", "That is, twice as many people now check")
+    assert [r for _, _, r in rb.paraphrase_items(rb.split_sentences(ok))] == ["similar"]
+
+
+def test_about_a_number_is_not_a_topic():
+    text = ("The Amber River is about 1,200 kilometres long. It drains a wide plain of farms and small towns "
+            "before it reaches the sea.")
+    assert not any(p.instruction in {q.format(x_l=x) for q in rb.TOPIC_Q for x in ("the Amber River", "The Amber River")}
+                   for p in by_rule(text, "word2text"))
+    assert rb._TOPIC.match("The Amber River is about 1,200 kilometres long") is None
+    assert rb._TOPIC.match("The survey is about twenty villages") is None
+    assert rb._TOPIC.match("The survey is about the river's flood defences").group(2) == "the river's flood defences"
 
 
 def test_split_sentences_keeps_abbreviations_and_numbers():
