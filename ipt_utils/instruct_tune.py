@@ -412,6 +412,7 @@ def tune_arms(ctx, cfg: Params, accelerator=None) -> dict:
     if cfg.accelerate_config and accelerator is None:
         from . import launch
 
+        training_instructions(ctx, cfg)  # read once here: no rank streams the hub behind a barrier
         return launch.launch(ctx, "instruct_tune", cfg, cfg.accelerate_config, "ipt_utils.instruct_tune")
     main = accelerator is None or accelerator.is_main_process
     metrics, curve = {}, []

@@ -70,18 +70,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(config_file: str, module: str, spec_path: Path) -> tuple[list[str], int, str]:
+def mixed_precision(ctx) -> str:
+    """The one rule for every launched stage: bf16 autocast when the run is bf16 on CUDA, else none
+    (a CPU rehearsal of a bf16 GPU profile runs without it)."""
+    import torch
+
+    return "bf16" if ctx.device == "cuda" and ctx.torch_dtype == torch.bfloat16 else "no"
+
+
+def launch_command(config_file: str, module: str, spec_path: Path,
+                   precision: str = "no") -> tuple[list[str], int, str]:
     """The `accelerate launch` command line -> (cmd, processes, why that many)."""
     import yaml
 
     path = resolve_path(config_file)
     config = yaml.safe_load(path.read_text()) or {}
     n, why = num_processes(config, str(path))
+    # (on CPU, `--cpu` would pick a one-process launcher: gloo comes from the missing CUDA)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path),
-           "--num_processes", str(n)]
-    if not _cuda_count():
-        # CPU rehearsal of a GPU config: gloo, fp32 (`--cpu` would pick a one-process launcher)
-        cmd += ["--mixed_precision", "no"]
+           "--num_processes", str(n), "--mixed_precision", precision]
     if int(config.get("num_machines") or 1) == 1 and "main_process_port" not in config:
         cmd += ["--main_process_port", str(_free_port())]  # several launches may share a machine
     return cmd + ["-m", module, str(spec_path)], n, why
@@ -96,12 +103,24 @@ def launch(ctx, section: str, cfg, config_file: str, module: str) -> dict:
     errors = error_dir(spec_path)
     for old in errors.glob("rank-*.txt"):
         old.unlink()
-    cmd, n, why = launch_command(config_file, module, spec_path)
+    cmd, n, why = launch_command(config_file, module, spec_path, mixed_precision(ctx))
     log_path = ctx.work / "launch.log"
     rc = stream(cmd, log_path, f"[launch] {module}: {n} process(es) ({why}); log {log_path}")
     if rc != 0:
         raise LaunchError(failure_message(module, rc, log_path, errors))
     return io.read_json(ctx.work / "launch_metrics.json")
+
+
+def _own_group_dies_with_parent() -> None:
+    """In the launcher child, before exec: a new session, and SIGTERM when the kernel dies
+    (Linux prctl PR_SET_PDEATHSIG); torchrun's agent passes the SIGTERM on to every rank."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the process group kill on interrupt still applies
+        pass
 
 
 def stream(cmd: list[str], log_path: Path, header: str = "") -> int:
@@ -112,9 +131,10 @@ def stream(cmd: list[str], log_path: Path, header: str = "") -> int:
             print(header, flush=True)
             log.write(header + "\n")
         log.write("$ " + " ".join(cmd) + "\n")
-        # own process group: an interrupted kernel stops the launcher and every rank together
+        # own process group: an interrupted kernel stops the launcher and every rank together;
+        # a kernel killed outright (restart, papermill shutdown) takes the launcher with it
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", bufsize=1, start_new_session=True)
+                                text=True, errors="replace", bufsize=1, preexec_fn=_own_group_dies_with_parent)
         try:
             for line in proc.stdout:
                 sys.stdout.write(line)

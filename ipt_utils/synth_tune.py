@@ -21,6 +21,7 @@ from .assets import ModelShape
 from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
 IGNORE = -100
+SEQUENCES = "sequences.jsonl"  # <work>/01_synth_tune/: the training sequences handed to launched ranks
 
 
 @dataclass
@@ -306,15 +307,6 @@ def _merged(ctx, cfg: Params, model, state_dict=None):
     return PeftModel.from_pretrained(base, adapter).merge_and_unload()
 
 
-def prepare(ctx, cfg: Params):
-    """Collection -> (examples, train, eval_seen, eval_unseen, tokenizer, sequences, stats); no model."""
-    examples, read_stats = load_collection(cfg)
-    train_ex, seen, unseen = split_examples(examples, cfg, ctx.seed)
-    tokenizer = base_tokenizer(ctx, cfg)
-    sequences, seq_stats = build_sequences(tokenizer, train_ex, cfg.max_seq_len, ctx.seed)
-    return examples, train_ex, seen, unseen, tokenizer, sequences, {**read_stats, **seq_stats}
-
-
 def train(ctx, cfg: Params, sequences: list[dict], model=None, tokenizer=None) -> dict:
     """Tune in this process, or across GPUs with `accelerate launch` when accelerate_config is set.
 
@@ -324,8 +316,12 @@ def train(ctx, cfg: Params, sequences: list[dict], model=None, tokenizer=None) -
     last one with the same data order. The final (LoRA-merged) model goes to <work>/model.
     """
     if cfg.accelerate_config:
+        from . import io
         from .launch import launch
 
+        # the ranks train on exactly these sequences and never re-read the collection (rank 0
+        # reading the hub behind a barrier would also risk the NCCL timeout of the others)
+        io.write_jsonl(ctx.work / SEQUENCES, sequences)
         return launch(ctx, "synth_tune", cfg, cfg.accelerate_config, "ipt_utils.synth_tune")
     return _train_in_process(ctx, cfg, sequences, model, tokenizer)
 
@@ -499,7 +495,8 @@ def main(argv=None) -> int:
             raise ValueError("synth_tune.method 'qlora' is not supported across processes (4-bit weights "
                              "under FSDP); use method 'lora', or a single process")
         with state.main_process_first():  # one rank builds a tiny base and tokenizer, the rest read them
-            *_, tokenizer, sequences, _ = prepare(ctx, cfg)
+            tokenizer = base_tokenizer(ctx, cfg)
+        sequences = io.read_jsonl(ctx.work / SEQUENCES)  # what the notebook built (train())
         # loaded on CPU (meta on ranks > 0 with cpu_ram_efficient_loading): FSDP shards it
         metrics = _train_in_process(ctx, cfg, sequences, load_base_model(ctx, cfg, device="cpu"), tokenizer,
                                     launched=True)

@@ -9,6 +9,7 @@ import pytest
 
 from ipt_utils import assets, instruct_tune, launch, pretrain, synth_tune
 from ipt_utils.schema import REPO_ROOT
+from ipt_utils.stage import RunParams, StageContext
 
 from test_instruct_tune import _tune_setup
 from test_instruct_tune import env as tune_env  # noqa: F401 - fixture
@@ -175,17 +176,25 @@ def test_failing_rank_traceback_in_error_then_resume(tmp_path, monkeypatch, capf
 
 @pytest.mark.timeout(60)
 def test_num_processes_follows_the_machine(monkeypatch, tmp_path):
-    """IPT_NUM_PROCESSES, else the CUDA devices, else the config; CPU launches turn bf16 off."""
+    """IPT_NUM_PROCESSES, else the CUDA devices, else the config; mixed precision from the profile."""
     monkeypatch.setenv(launch.NUM_PROCESSES_ENV, "3")
     cmd, n, why = launch.launch_command(FSDP, "ipt_utils.pretrain", tmp_path / "launch.json")
     assert n == 3 and cmd[cmd.index("--num_processes") + 1] == "3" and "IPT_NUM_PROCESSES" in why
     monkeypatch.delenv(launch.NUM_PROCESSES_ENV)
     monkeypatch.setattr(launch, "_cuda_count", lambda: 4)
     cmd, n, _ = launch.launch_command(FSDP, "ipt_utils.pretrain", tmp_path / "launch.json")
-    assert n == 4 and "--mixed_precision" not in cmd
+    assert n == 4
     monkeypatch.setattr(launch, "_cuda_count", lambda: 0)
     cmd, n, _ = launch.launch_command(FSDP, "ipt_utils.pretrain", tmp_path / "launch.json")
     assert n == 8 and cmd[cmd.index("--mixed_precision") + 1] == "no"
+    # one rule for 01, 03 and 04: bf16 only for a bf16 run on CUDA (the config's bf16 is never taken as is)
+    run = RunParams(seed=0, work_dir="", device="cuda", offline=True, dtype="bfloat16")
+    ctx = StageContext(profile="t", stage="03_pretrain", run_dir=tmp_path, work_root=tmp_path, run=run,
+                       interactive=False)
+    assert launch.mixed_precision(ctx) == "bf16"
+    for device, dtype in (("cpu", "bfloat16"), ("cuda", "float32")):
+        ctx.run = RunParams(seed=0, work_dir="", device=device, offline=True, dtype=dtype)
+        assert launch.mixed_precision(ctx) == "no"
     monkeypatch.setenv(launch.NUM_PROCESSES_ENV, "two")
     with pytest.raises(ValueError, match="IPT_NUM_PROCESSES"):
         launch.launch_command(FSDP, "ipt_utils.pretrain", tmp_path / "launch.json")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ipt_utils import assets, synth_tune
+from ipt_utils import assets, io, synth_tune
 from ipt_utils.format import Pair, render_context, render_pairs
 from ipt_utils.profiles import load_profile
 from ipt_utils.schema import validate
@@ -211,8 +211,13 @@ def test_accelerate_launch_on_cpu(tmp_path):
                         "num_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n")
     ctx = _ctx(tmp_path)
     cfg = _cfg(tmp_path, accelerate_config=str(cfg_file), max_steps=2)
-    m = synth_tune.train(ctx, cfg, [], None, None)
+    examples, _ = synth_tune.load_collection(cfg)
+    train, _, _ = synth_tune.split_examples(examples, cfg, ctx.seed)
+    seqs, _ = synth_tune.build_sequences(synth_tune.base_tokenizer(ctx, cfg), train, cfg.max_seq_len, ctx.seed)
+    m = synth_tune.train(ctx, cfg, seqs, None, None)
     assert m["steps"] == 2 and (ctx.work / "model" / "model.safetensors").exists()
+    # the launched process trained on the notebook's sequences (it never re-read the collection)
+    assert io.read_jsonl(ctx.work / synth_tune.SEQUENCES) == seqs
 
 
 def test_profile_refuses_a_config_the_collection_lacks(tmp_path):
