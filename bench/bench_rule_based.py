@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     def mine_templify():
         for t in texts:
             templify.templify_chain([templify.Member(t.id, t.text, rule_based.mine(t.text, args.seed))],
-                                    args.seed, t.id)
+                                    args.seed)
 
     tok = rule_based.RuleTokenizer()
 

@@ -203,7 +203,7 @@ def bench_templify_paper_sized(seconds: float) -> dict:
     n, t = 0, time.perf_counter()
     while time.perf_counter() - t < seconds or n == 0:
         for i, ch in enumerate(chains):
-            templify_chain(ch, n, f"c{i}")
+            templify_chain(ch, n)
             n += len(ch)  # texts (a chain becomes one document or a few)
     wall = time.perf_counter() - t
     return {"texts": n, "wall_s": round(wall, 3), "texts_per_s": n / wall, "words_per_text": 400,

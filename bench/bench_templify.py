@@ -90,11 +90,11 @@ def run(m: int, n_chains: int, min_seconds: float) -> dict:
     texts = sum(len(c) for c in chains)
     chars = sum(len(x.text) for c in chains for x in c) / texts
     pairs = sum(len(x.pairs) for c in chains for x in c) / texts
-    docs = [d for i, c in enumerate(chains) for d in tp.templify_chain(c, 0, str(i))]  # warm-up + shares
+    docs = [d for c in chains for d in tp.templify_chain(c, 0)]  # warm-up + shares
     reps, t0 = 0, time.perf_counter()
     while True:
-        for i, c in enumerate(chains):
-            tp.templify_chain(c, reps, str(i))
+        for c in chains:
+            tp.templify_chain(c, reps)
         reps += 1
         el = time.perf_counter() - t0
         if el >= min_seconds:

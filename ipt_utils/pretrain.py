@@ -208,7 +208,7 @@ def render_collection_record(rec: dict, index: int, seed: int) -> str:
 
     pairs = [(qa["Q"], qa["A"]) for qa in rec.get("QA_list") or []]
     member = templify.Member(id=f"tuning-{index}", text=(rec.get("context") or "").strip(), pairs=pairs)
-    return templify.templify_chain([member], seed=seed, chain_id=f"tuning-{index}")[0]["text"]
+    return templify.templify_chain([member], seed=seed)[0]["text"]
 
 
 def render_general(row: dict) -> str:

@@ -658,7 +658,7 @@ def build_rows(synths: Sequence[Synth], seed: int) -> list[dict]:
         chains.setdefault(s.chain_id, []).append(s)
     rows = []
     for cid, members in sorted(chains.items(), key=lambda kv: kv[1][0].key):
-        docs = templify_chain([Member(m.id, m.raw_text, m.pairs) for m in members], seed, cid)
+        docs = templify_chain([Member(m.id, m.raw_text, m.pairs) for m in members], seed)
         k = 0
         for d in docs:
             ms, k = members[k:k + len(d["member_ids"])], k + len(d["member_ids"])

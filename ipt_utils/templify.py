@@ -48,7 +48,6 @@ FORWARD, INVERTED, ANSWER_FIRST, RATIONALE_IN = "forward", "inverted", "answer_f
 OPTIONS_MARK = "\nOptions:\n"
 COT_TRIGGER = "Let's think step by step."
 COT_MARKER = "Therefore, the answer is"
-COT_ANSWER = "\n" + COT_MARKER  # how the synthesizer writes it (kept for callers)
 
 # Layout probabilities per document. Calibrated so that on paper-like chains (most texts
 # with >= 2 pairs) the shares come out near the release's measured ones: classic ~80%,
@@ -68,7 +67,7 @@ TEXT_PATTERNS = (
     "Consider the following material.\n{text}",
     "Background reading:\n\n{text}",
     "Text:\n{text}",
-    "Use this article to answer the questions that follow.\n\n{text}",
+    "The questions after this text refer to it.\n\n{text}",
     "Study the excerpt.\n{text}",
 )
 BRIDGES = (
@@ -76,7 +75,7 @@ BRIDGES = (
     "Questions on the passage:",
     "Based on what you just read, respond to the following.",
     "Check your understanding of the text:",
-    "Some questions about this article:",
+    "A few items on what the text says:",
     "Use the passage above to handle these tasks.",
     "Answer using only the information in the text.",
     "Let's test comprehension of the material.",
@@ -173,7 +172,7 @@ _QA_IN = ("{q}", "Question: {q}", "Q: {q}", "{q}\nAnswer the question above.",
           "Please answer: {q}", "Query: {q}")
 _QA_OUT = ("{a}", "Answer: {a}", "A: {a}", "Response: {a}", "The answer is: {a}", "Output: {a}",
            "Reply: {a}")
-_QA_INV_IN = ("Write a question about the text whose answer is: {a}", "Answer: {a}\nWhat was the question?",
+_QA_INV_IN = ("Write a question about the text whose answer is: {a}", "The answer given: {a}\nWhat question produced it?",
               "{a}\nWhich question does this answer?", "Here is an answer: {a}\nAsk a question that leads to it.",
               "Come up with a question to which the answer is \"{a}\".")
 _QA_INV_OUT = ("{q}", "Question: {q}")
@@ -200,15 +199,21 @@ _AF_OUT = ("{a}\nExplanation: {r}", "{a}. Reason: {r}", "Answer: {a}\nWhy: {r}",
 _RI_IN = ("{q}\nHint: {r}", "Reasoning: {r}\nQuestion: {q}", "{r}\nGiven the reasoning above, answer: {q}",
           "Use this reasoning to answer. {r}\n{q}", "{q}\nConsider this: {r}", "Notes: {r}\n{q}")
 _RI_OUT = ("{a}", "Answer: {a}", "So the answer is {a}.", "{a}.")
-_CINV_IN = ("Reasoning: {r}\nAnswer: {a}\nWhat was the question?",
-            "Write a question and a step-by-step argument whose answer is {a}.",
-            "{a}\nWhat question, reasoned through, gives this answer?",
-            "The answer is {a}. Reconstruct the question and the reasoning.",
-            "Here is a conclusion: {a}\nPose the question it answers, with the steps.",
-            "{r} So the answer is {a}.\nWhich question is being answered?",
-            "Invent a question whose worked answer ends in: {a}",
-            "Answer: {a}\nGive a matching question and a rationale.")
-_CINV_OUT = ("{q}\n{r}", "Question: {q}\nReasoning: {r}", "{q}", "Q: {q}\nSteps: {r}", "Question: {q}")
+# Inverted CoT: the answer is given and the question asked. An input that already holds the
+# rationale asks for the question alone; an input that asks for the reasoning gets it in the output.
+_CINV_R_IN = ("Here is a worked solution: {r}\nIts conclusion: {a}\nState the question it solves.",
+              "{r} So the answer is {a}.\nWhich question is being answered?",
+              "Given the argument \"{r}\" and the result {a}, what was asked?",
+              "Explanation: {r}\nResult: {a}\nRecover the original question.")
+_CINV_R_OUT = ("{q}", "Question: {q}", "Q: {q}", "The question was: {q}", "Asked: {q}")
+_CINV_ASK_IN = ("Write a question and a step-by-step argument whose answer is {a}.",
+                "{a}\nWhat question, reasoned through, gives this answer?",
+                "The answer is {a}. Reconstruct the question and the reasoning.",
+                "Here is a conclusion: {a}\nPose the question it answers, with the steps.",
+                "Invent a question whose worked answer ends in: {a}",
+                "Answer: {a}\nGive a matching question and a rationale.")
+_CINV_ASK_OUT = ("{q}\n{r}", "Question: {q}\nReasoning: {r}", "Q: {q}\nSteps: {r}",
+                 "{q}\nWorking: {r}")
 
 
 def _cot_pool(with_options: bool) -> list[Pattern]:
@@ -222,7 +227,8 @@ def _cot_pool(with_options: bool) -> list[Pattern]:
            for f, t, e in itertools.product(_COT_Q, _COT_TRIGGERS, _COT_ENDINGS)]
     af = [Pattern(sub(i), o, ANSWER_FIRST) for i, o in itertools.product(_AF_IN, _AF_OUT)]
     ri = [Pattern(sub(i), o, RATIONALE_IN) for i, o in itertools.product(_RI_IN, _RI_OUT)]
-    inv = [Pattern(i, sub(o), INVERTED) for i, o in itertools.product(_CINV_IN, _CINV_OUT)]
+    inv = [Pattern(i, sub(o), INVERTED) for ins, outs in ((_CINV_R_IN, _CINV_R_OUT), (_CINV_ASK_IN, _CINV_ASK_OUT))
+           for i, o in itertools.product(ins, outs)]
     # sizes as in the release: ~200 patterns, ~20% inverted, ~19% answer-first, ~11% rationale-in
     return (_sample(fwd, 100, tag + "-fwd") + _sample(af, 38, tag + "-af") + _sample(ri, 22, tag + "-ri")
             + _sample(inv, 40, tag + "-inv"))
@@ -409,15 +415,20 @@ def _draw(rng: random.Random, min_pairs: int) -> _Doc:
     return d
 
 
+def _qa_block(qas: list[tuple[str, str]], d: _Doc) -> str:
+    """The Q&A block of the classic and pairs-first layouts."""
+    return "\n\n".join(f"{i}{d.qa_sep}{o}" for i, o in qas)
+
+
 def _render_member(text: str, qas: list[tuple[str, str]], d: _Doc) -> str:
     user, bot = d.roles
     body = d.lead.format(text=text)
     if d.layout == "classic":
-        block = "\n\n".join(f"{i}{d.qa_sep}{o}" for i, o in qas)
+        block = _qa_block(qas, d)
         return f"{body}\n\n{d.bridge}\n\n{block}" if d.bridge else f"{body}\n\n{block}"
     if d.layout == "pairs_first":
         head, frame = d.pairs_first
-        block = "\n\n".join(f"{i}{d.qa_sep}{o}" for i, o in qas)
+        block = _qa_block(qas, d)
         return (f"{head}\n\n" if head else "") + f"{block}\n\n{frame}\n{text}"
     if d.layout == "dialog":
         return body + "\n\n" + "\n".join(f"{user}: {i}\n{bot}: {o}" for i, o in qas)
@@ -479,12 +490,12 @@ def render_document(members: Sequence[Member], parsed: Sequence[list[ParsedPair]
             "bridge": bool(d.bridge), "dropped": sum(i["dropped"] for i in infos), "members": infos}
 
 
-def templify_chain(members: Sequence[Member], seed: int | str, chain_id: str = "") -> list[dict]:
+def templify_chain(members: Sequence[Member], seed: int | str) -> list[dict]:
     """Render one chain (members in chain order) -> its documents, in order.
 
     Each document: {id (its first member's id), member_ids, text, layout, mode, modes,
     patterns (question type -> pattern shape), pattern_index (-> index in POOLS[type]),
-    option_less, bridge, dropped, members: [{id, mode, modes, pairs_kept, dropped}]}. `chain_id` is accepted for callers; seeds are per document.
+    option_less, bridge, dropped, members: [{id, mode, modes, pairs_kept, dropped}]}. Seeds are per document.
     """
     docs: list[dict] = []
     run: list[tuple[Member, list[ParsedPair]]] = []

@@ -1,6 +1,7 @@
 """templify: documents from chains, one pattern per question type, the release's shapes and
 layout shares (measured over a few thousand synthetic chains), dropped pairs, determinism."""
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -63,7 +64,7 @@ def _chains(seed=0, n=3000):
 @pytest.fixture(scope="module")
 def rendered():
     chains, g = _chains()
-    return chains, g, [(members, tp.templify_chain(members, 0, cid)) for cid, members in chains]
+    return chains, g, [(members, tp.templify_chain(members, 0)) for cid, members in chains]
 
 
 def _expected_docs(members):
@@ -129,6 +130,72 @@ def test_one_wrapper_per_question_type_per_document(rendered):
             assert set(d["pattern_index"]) == set(d["modes"])
 
 
+def _lead_of(doc_text, pos):
+    """The lead-in (TEXT_PATTERNS entry) whose prefix ends at pos; the bare text if none does."""
+    fits = [p for p in tp.TEXT_PATTERNS if p != "{text}" and doc_text[:pos].endswith(p.split("{text}")[0])]
+    assert len(fits) <= 1
+    return fits[0] if fits else "{text}"
+
+
+def _pattern_re(pattern_tpl, p):
+    """Regex of one pair rendered through a pattern template: option blocks and option answers
+    (shuffled, labelled per document) are wildcards, everything else literal."""
+    opt = p.mode in (tp.OPTIONS, tp.OPTIONS_COT)
+    a = p.answer.rstrip(".") if p.mode in (tp.COT, tp.OPTIONS_COT) else p.answer
+    fields = {"q": re.escape(p.question), "r": re.escape(p.rationale), "o": "(?s:.+?)",
+              "a": "(?s:.+?)" if opt else re.escape(a)}
+    parts = re.split(r"(\{[qroa]\})", pattern_tpl)
+    return "".join(fields[x[1]] if re.fullmatch(r"\{[qroa]\}", x) else re.escape(x) for x in parts)
+
+
+def test_same_lead_in_and_pattern_for_every_member_and_pair(rendered):
+    """Every member of a document gets the same lead-in, and every pair of a question type the
+    pattern recorded for that type (all types, all layouts)."""
+    _, _, out = rendered
+    checked = Counter()
+    for members, docs in out:
+        by_id = {m.id: m for m in members}
+        for d in docs:
+            if d["layout"] == tp.RAW:
+                continue
+            leads = set()
+            for mid in d["member_ids"]:
+                m = by_id[mid]
+                if d["layout"] != "pairs_first":  # pairs_first frames the text instead
+                    leads.add(_lead_of(d["text"], d["text"].index(m.text)))
+                for q, a in m.pairs:
+                    p = tp.parse_pair(q, a)
+                    if p.malformed:
+                        continue
+                    pat = tp.POOLS[p.mode][d["pattern_index"][p.mode]]
+                    for tpl in (pat.inp, pat.out):
+                        assert re.search(_pattern_re(tpl, p), d["text"]), (d["layout"], p.mode, tpl, d["text"])
+                    checked[d["layout"], p.mode] += 1
+            assert len(leads) <= 1, (leads, d["text"])
+    assert all(checked[lay, t] > 0 for lay in tp.LAYOUTS for t in tp.QTYPES), checked
+
+
+def test_inverted_cot_patterns_render_the_rationale_once():
+    p = tp.parse_pair("Which metal melts first?\nLet's think step by step.",
+                      "Tin has the lowest melting point of the three.\nTherefore, the answer is tin")
+    po = tp.parse_pair("Which metal melts first?\nOptions:\n- tin\n- iron\n- copper\nLet's think step by step.",
+                       "Tin has the lowest melting point of the three.\nTherefore, the answer is tin")
+    style = tp.OptionStyle("\nOptions:\n", "ABC", "{}.", "\n", "{label}", "unknown")
+    asks = re.compile(r"reason|step|rationale|argument|worked|working", re.IGNORECASE)
+    n = 0
+    for pool, pair in ((tp.COT_POOL, p), (tp.OPTION_COT_POOL, po)):
+        inverted = [x for x in pool if x.shape == tp.INVERTED]
+        assert 36 <= len(inverted) <= 44
+        for pat in inverted:
+            inp, out = tp.render_pair(pair, pat, style, random.Random(0))
+            assert (inp + out).count(pair.rationale) == 1, pat
+            assert "Which metal melts first?" in out and "Which metal melts first?" not in inp
+            if "{r}" not in pat.inp and asks.search(pat.inp):  # asks for the reasoning: output holds it
+                assert "{r}" in pat.out, pat
+            n += 1
+    assert n >= 72
+
+
 def _share(xs, pred):
     xs = list(xs)
     return sum(map(pred, xs)) / len(xs)
@@ -140,9 +207,14 @@ def test_layout_shares(rendered):
     eligible = [d for d in docs if min(x["pairs_kept"] for x in d["members"]) >= 2]
     few = [d for d in docs if min(x["pairs_kept"] for x in d["members"]) < 2]
     assert len(eligible) > 2000 and len(few) > 300
-    mix = Counter(d["layout"] for d in eligible)
-    for name, w in tp.LAYOUT_WEIGHTS.items():
-        assert abs(mix[name] / len(eligible) - w) < max(0.02, w * 0.4), (name, mix)
+    # the release's measured shares over its documents with pairs (ours, measured on this chain
+    # set: classic .797, pairs_first .054, dialog .047, numbered .039, inline .036, next_turn .026)
+    release = {"classic": 0.80, "pairs_first": 0.05, "dialog": 0.05, "numbered": 0.04, "inline": 0.04,
+               "next_turn": 0.03}
+    mix = Counter(d["layout"] for d in docs)
+    assert set(mix) == set(release)
+    for name, share in release.items():
+        assert abs(mix[name] / len(docs) - share) <= 0.02, (name, mix)
     assert set(Counter(d["layout"] for d in few)) <= set(tp.FEW_PAIR_WEIGHTS)
     classic = [d for d in docs if d["layout"] == "classic"]
     assert abs(_share(classic, lambda d: d["bridge"]) - tp.BRIDGE_SHARE) < 0.04
@@ -210,8 +282,20 @@ def test_layout_structures():
     members = [Member("a", "Alpha text.", [("Q one?", "A one."), ("Q two?", "A two."), ("Q three?", "A three.")])]
     t = _find_layout(members, "numbered")["text"]
     assert max(t.index(q) for q in ("Q one?", "Q two?", "Q three?")) < min(t.index(a) for a in ("A one.", "A two.", "A three."))
-    t = _find_layout(members, "inline")["text"]
-    assert any(t[t.index("Q three?") - len(m):t.index("Q three?")] == m or m in t for _, m in tp.INLINE_STYLES)
+    n_inline = 0
+    for s in range(3000):  # the final marker sits after the last exemplar, before the final item
+        d = tp.templify_chain(members, s)[0]
+        if d["layout"] != "inline":
+            continue
+        t, n_inline = d["text"], n_inline + 1
+        last_shot = max(t.index(x) + len(x) for x in ("Q two?", "A two."))
+        final = min(t.index(x) for x in ("Q three?", "A three."))
+        between = t[last_shot:final]
+        assert sum(m.strip() in between for _, m in tp.INLINE_STYLES) == 1, t
+        assert not any(m.strip() in t[:last_shot] for _, m in tp.INLINE_STYLES), t
+        if n_inline == 10:
+            break
+    assert n_inline == 10
     t = _find_layout(members, "next_turn")["text"]
     assert any(f.split("{")[0] in t for f in tp.NEXT_TURN_FRAMES)
     t = _find_layout(members, "pairs_first")["text"]
@@ -222,8 +306,8 @@ def test_layout_structures():
 
 def test_determinism_and_seed_changes_output():
     members = _chains(1, 1)[0][0][1]
-    assert tp.templify_chain(members, 3, "c") == tp.templify_chain(members, 3, "c")
-    texts = {tp.templify_chain(members, s, "c")[0]["text"] for s in range(30)}
+    assert tp.templify_chain(members, 3) == tp.templify_chain(members, 3)
+    texts = {tp.templify_chain(members, s)[0]["text"] for s in range(30)}
     assert len(texts) > 5
 
 
