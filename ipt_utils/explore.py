@@ -52,7 +52,6 @@ class Entry:
     text: str  # the pre-training document this text is a member of
     mode: str
     layout: str
-    modes: dict = field(default_factory=dict)
     document: str = ""  # id of that document
     document_members: list = field(default_factory=list)  # its member ids, in order
 
@@ -75,13 +74,14 @@ def build_entries(synths: Sequence, rows: Sequence[dict]) -> list[Entry]:
     from .format import render_context, render_example
 
     by_key = {s.key: s for s in synths}
-    by_member = {m["id"]: (r, m) for r in rows for m in r["members"]}
+    # (chain_id, id): an id-less corpus's ids are text hashes, so identical texts share an id
+    by_member = {(r["chain_id"], m["id"]): (r, m) for r in rows for m in r["members"]}
     entries = []
     for s in sorted(synths, key=lambda s: s.key):
         hist = [by_key[k] for k in s.history]
         parts = [HistoryPart(h.key, h.id, h.round, render_example(h.prompt_text, h.pairs)) for h in hist]
         context = render_context(s.prompt_text)
-        row, mem = by_member.get(s.id, ({}, {}))
+        row, mem = by_member.get((s.chain_id, s.id), ({}, {}))
         entries.append(Entry(
             key=s.key, id=s.id, domain=s.domain, round=s.round, slot=s.slot, inherited=s.inherited,
             chain_id=s.chain_id, raw_text=s.raw_text, prompt="".join(p.rendered for p in parts) + context,
@@ -158,9 +158,8 @@ def entry_html(e: Entry) -> str:
                                     for i, (q, a) in enumerate(e.pairs)) + "</table>"
     else:
         pairs = '<div class="meta">no pairs parsed; generation:</div>' + _pre(e.generated)
-    modes = ", ".join(f"{k}: {v}" for k, v in e.modes.items())
     final = (f'<div class="meta">mode <b>{html.escape(e.mode)}</b> · layout <b>{html.escape(e.layout)}</b>'
-             f'{" (" + html.escape(modes) + ")" if modes else ""} · chain {html.escape(e.chain_id)}'
+             f' · chain {html.escape(e.chain_id)}'
              f'{" · inherited" if e.inherited else ""}'
              f'{f" · document of {len(e.document_members)} texts" if len(e.document_members) > 1 else ""}'
              f'</div>' + _pre(e.text))

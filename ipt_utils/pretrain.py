@@ -4,11 +4,13 @@ Arms (what differs is only the data; model, hyper-parameters and budget are shar
   vanilla     raw corpus
   mix         raw corpus + synthesizer-tuning data x tuning_repeat (each record rendered by
               ipt_utils.templify like a one-text synthesized chain)
-  instruct    raw corpus with every converted text replaced by its instruction-augmented
-              text (<work>/02_synthesize/augmented.jsonl, `text` field, keyed by raw `id`)
+  instruct    raw corpus with every converted text replaced by the pre-training document
+              it belongs to (<work>/02_synthesize/augmented.jsonl: one row per document, its
+              `text` replacing all raw texts listed in `member_ids`, emitted once and whole)
               + synthesizer-tuning data x tuning_repeat (paper: 4)
-  pairs_only  the synthesized pairs of the converted texts, without the raw texts
-              (plain "Question: ...\nAnswer: ..." blocks, one document per text)
+  pairs_only  the synthesized pairs without the raw texts: per document, the usable pairs
+              of its members in order (malformed ones dropped as templify drops them) as
+              plain "Question: ...\nAnswer: ..." blocks, one text per document
   continual   instruction-augmented corpus from `base_model`, mixed with general
               instructions ("{question} {response}", BOS/EOS only, no chat template) at
               `general_ratio` of the tokens (paper: 1:1 = 0.5)
@@ -82,7 +84,7 @@ ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
 AUGMENTED_RECIPES = ("instruct", "pairs_only", "continual")  # recipes that read an augmented corpus
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
 IGNORE = -100
-RENDER_VERSION = "render-2"  # part of the cache key of rendered sources (with templify.py's bytes)
+RENDER_VERSION = "render-3"  # part of the cache key of rendered sources (with templify.py's bytes)
 TEMPLIFY_SRC = Path(__file__).resolve().parent / "templify.py"
 
 
@@ -304,8 +306,12 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
                              f"{cfg.raw_corpus} (the corpus 02_synthesize converted must be this raw_corpus)")
 
     def pairs():  # w/o corpora: a document's pairs, its members in order, without the texts
-        return (render_pairs([p for m in r["members"] for p in m["pairs"]])
-                for r in aug_rows() if any(m["pairs"] for m in r["members"]))
+        from .templify import usable_pairs  # the pairs templify drops as malformed are dropped here too
+
+        for r in aug_rows():
+            kept = [p for m in r["members"] for p in usable_pairs(m["pairs"])]
+            if kept:
+                yield render_pairs(kept)
 
     def tuning():
         return (render_collection_record(r, i, ctx.seed) for i, r in enumerate(_rows(cfg.synth_collection)))
@@ -315,7 +321,7 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
         "tuning": SourceTexts("tuning", [ident(cfg.synth_collection), RENDER_VERSION, ctx.seed, TEMPLIFY_SRC], tuning),
         "instruct_corpus": SourceTexts("instruct_corpus", [ident(cfg.raw_corpus), aug_id, RENDER_VERSION,
                                                            "augmented-first"], instruct_corpus, ic_info),
-        "pairs": SourceTexts("pairs", [aug_id, RENDER_VERSION], pairs),
+        "pairs": SourceTexts("pairs", [aug_id, RENDER_VERSION, TEMPLIFY_SRC], pairs),
         "general": SourceTexts("general", [ident(cfg.general_instructions)],
                                lambda: (render_general(r) for r in _rows(cfg.general_instructions))),
     }

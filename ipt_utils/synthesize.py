@@ -716,11 +716,12 @@ def write_parquet_twin(jsonl: Path, rows=None) -> Path:
 def stats_frame(synths: Sequence[Synth], rows: Sequence[dict]):
     import pandas as pd
 
-    # per text: its document (id, size, characters) and its own mode / dropped pairs
-    by_id = {m["id"]: (r, m) for r in rows for m in r["members"]}
+    # per text: its document (id, size, characters) and its own mode / dropped pairs. Keyed on
+    # (chain_id, id): an id-less corpus's id is the text's hash, so identical texts share an id
+    by_id = {(r["chain_id"], m["id"]): (r, m) for r in rows for m in r["members"]}
     recs = []
     for s in synths:
-        row, mem = by_id.get(s.id, ({}, {}))
+        row, mem = by_id.get((s.chain_id, s.id), ({}, {}))
         recs.append({"id": s.id, "domain": s.domain, "round": s.round, "slot": s.slot,
                      "chain_id": s.chain_id, "inherited": s.inherited, "history_len": len(s.history),
                      "history_dropped": s.history_dropped, "truncated": s.truncated,
@@ -794,22 +795,26 @@ def draw_stats(path: Path, tally: dict) -> Path:
     return path
 
 
+def document_rates(documents: int, multi_text_documents: int, document_chars_total: int, texts: int) -> dict:
+    """The per-document rates, from totals (one place for a job and for the shard merge)."""
+    return {"mean_document_chars": document_chars_total / documents if documents else 0.0,
+            "multi_text_share": multi_text_documents / documents if documents else 0.0,
+            "texts_per_document": texts / documents if documents else 0.0}
+
+
 def document_metrics(df) -> dict:
     """Pre-training documents of a stats frame (one line per text, with its document's id,
-    size and characters): counts, layout mix per document, dropped pairs."""
+    size and characters): counts, layout mix per document, dropped pairs. A document is
+    (chain_id, doc_id): document ids of an id-less corpus are text hashes, which repeat."""
     if not len(df) or "doc_id" not in df:
         return {"documents": 0, "multi_text_documents": 0, "document_chars_total": 0, "dropped_pairs_total": 0,
-                "document_layout_mix": {}, "mean_document_chars": 0.0, "multi_text_share": 0.0,
-                "texts_per_document": 0.0}
-    docs = df.drop_duplicates("doc_id")
-    n = len(docs)
-    return {"documents": n, "multi_text_documents": int((docs["doc_texts"] > 1).sum()),
-            "document_chars_total": int(docs["doc_chars"].sum()),
+                "document_layout_mix": {}, **document_rates(0, 0, 0, 0)}
+    docs = df.drop_duplicates(["chain_id", "doc_id"])
+    n, multi, chars = len(docs), int((docs["doc_texts"] > 1).sum()), int(docs["doc_chars"].sum())
+    return {"documents": n, "multi_text_documents": multi, "document_chars_total": chars,
             "dropped_pairs_total": int(df["dropped_pairs"].sum()),
             "document_layout_mix": docs["layout"].value_counts().to_dict(),
-            "mean_document_chars": float(docs["doc_chars"].mean()),
-            "multi_text_share": float((docs["doc_texts"] > 1).mean()),
-            "texts_per_document": len(df) / n}
+            **document_rates(n, multi, chars, len(df))}
 
 
 def summarize(data_stats: dict, synths: Sequence[Synth], engine: Engine, info: dict, df) -> dict:
@@ -1009,10 +1014,7 @@ def merge_metrics(shard_metrics: Sequence[dict]) -> dict:
     gen_s = sum(s.get("generate_s", 0.0) for s in shard_metrics)
     mix = {k: dict(sum((Counter(s.get(k, {})) for s in shard_metrics), Counter()))
            for k in ("mode_mix", "layout_mix", "document_layout_mix")}
-    docs = m["documents"]
-    mix["mean_document_chars"] = m["document_chars_total"] / docs if docs else 0.0
-    mix["multi_text_share"] = m["multi_text_documents"] / docs if docs else 0.0
-    mix["texts_per_document"] = n / docs if docs else 0.0
+    mix.update(document_rates(m["documents"], m["multi_text_documents"], m["document_chars_total"], n))
     m.update({
         "pairs_per_text": pairs / n if n else 0.0,
         "tokens_per_pair": m["pair_tokens_total"] / pairs if pairs else 0.0,

@@ -322,6 +322,11 @@ def parse_pair(instruction: str, response: str) -> ParsedPair:
     return ParsedPair(mode, q, a, options, rationale, (instruction, response), malformed)
 
 
+def usable_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """The (instruction, response) pairs templify keeps: the malformed ones dropped."""
+    return [(q, a) for q, a in pairs if not parse_pair(q, a).malformed]
+
+
 def render_options(p: ParsedPair, style: OptionStyle, rng: random.Random,
                    listed: bool = True) -> tuple[str, str]:
     """-> (option block, answer): options shuffled (per question), "none of the above"-style

@@ -395,6 +395,25 @@ def test_a_document_replaces_all_its_member_texts(tmp_path, inputs):
     assert pairs.index("q0?") < pairs.index("q7?") < pairs.index("q9?")
 
 
+def test_pairs_only_drops_the_pairs_templify_drops(tmp_path, inputs):
+    """A CoT pair with two final-answer markers and an option answer matching no option are
+    dropped from the augmented document by templify; pairs_only must not train on them either,
+    and a document left without usable pairs gives no pairs_only text."""
+    files, _ = inputs
+    raw = [json.loads(x) for x in open(files["raw"])]
+    ctx, cfg = _setup(tmp_path, inputs)
+    bad_cot = ["Why BADCOT?\nLet's think step by step.", "R. Therefore, the answer is x. Therefore, the answer is y"]
+    bad_opt = ["Which BADOPT?\nOptions:\n- red\n- blue", "green"]
+    good = ["Which GOODOPT?\nOptions:\n- red\n- blue", "blue"]
+    docs = [{"id": "r0", "member_ids": ["r0"], "text": "DOC0",
+             "members": [{"id": "r0", "raw_text": raw[0]["text"], "pairs": [bad_cot, good, bad_opt]}]},
+            {"id": "r5", "member_ids": ["r5"], "text": raw[5]["text"],
+             "members": [{"id": "r5", "raw_text": raw[5]["text"], "pairs": [bad_opt]}]}]
+    io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", docs)
+    (pairs,) = list(pretrain.source_texts(ctx, cfg)["pairs"].texts())
+    assert "GOODOPT" in pairs and "BADCOT" not in pairs and "BADOPT" not in pairs
+
+
 def test_a_hub_scale_corpus_is_read_only_as_far_as_the_budget(tmp_path, inputs, monkeypatch):
     """RefinedWeb-like raw corpus (`content`, a dir of 12 parquet files read through the hf:
     path; the last file is unreadable) far larger than the arms' budget: each arm reads only

@@ -269,6 +269,32 @@ def test_inherited_means_history_and_pairs():
     assert ("id-w1",) in {tuple(r["member_ids"]) for r in rows}  # its successor broke off
 
 
+def test_identical_id_less_texts_in_different_chains_are_different_documents():
+    """An id-less corpus's id is the text's hash: two identical texts share it. Documents are
+    keyed by (chain_id, id), so each copy keeps its own document and both are counted."""
+    from ipt_utils import explore
+    from ipt_utils.io import record_id
+
+    dup = RawText(record_id({}, "same words here"), "general", "same words here")
+    out, _ = _run([dup, dup], rounds=1)  # one round: two chains of one text each
+    assert out[0].chain_id != out[1].chain_id and out[0].id == out[1].id
+    rows = sy.build_rows(out, seed=0)
+    m = sy.document_metrics(sy.stats_frame(out, rows))
+    assert len(rows) == m["documents"] == 2 and m["texts_per_document"] == 1.0
+    # two rounds: the copies sit in different multi-text chains (dup w2) and (w1 dup)
+    texts = [dup, *_texts(["w1", "w2"]), dup]
+    out, _ = _run(texts, rounds=2)
+    rows = sy.build_rows(out, seed=0)
+    df = sy.stats_frame(out, rows)
+    assert set(zip(df["chain_id"], df["doc_id"])) == {(r["chain_id"], r["id"]) for r in rows}
+    assert sy.document_metrics(df)["documents"] == len(rows) == 2
+    own = {(r["chain_id"], i): r["member_ids"] for r in rows for i in r["member_ids"]}
+    for e in explore.build_entries(out, rows):
+        assert e.document_members == own[e.chain_id, e.id]
+    assert sorted(e.document_members for e in explore.build_entries(out, rows) if e.id == dup.id) == \
+        sorted([[dup.id, "id-w2"], ["id-w1", dup.id]])
+
+
 # ----------------------------------------------------------------------------- inputs
 
 def test_load_texts_skips_neutralises_and_shards(tmp_path):
