@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             rep = rehearse.run(args.profile, stages=args.stages, out=args.out, force=args.force)
         else:
             rep = runner.run(profiles[0], stages=args.stages, out=args.out, force=args.force)
-    except runner.MissingPackages as e:  # nothing ran
+    except (runner.MissingPackages, ValueError) as e:  # nothing ran
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (runner.StageFailed, RuntimeError) as e:
+    except runner.StageFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"run complete: {rep.run_dir} (ran {len(rep.ran)}, skipped {len(rep.skipped)})")

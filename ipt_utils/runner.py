@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import manifest
+from .assets import HUB_MIRROR_ENV
 from .manifest import MARKER  # noqa: F401 - re-exported (the completion marker's file name)
 from .profiles import Profile
 from .schema import REPO_ROOT
@@ -129,18 +130,28 @@ def _execute(stage: Stage, params: dict, out_nb: Path) -> None:
                         progress_bar=True, log_output=False, report_mode=False)
 
 
+def selected_stages(profile: Profile, stages: str | None, log=print) -> list[Stage]:
+    """--stages, or (none given) everything the report needs: a stage nothing reads (01 with
+    a hub synthesizer) is left out."""
+    selected = parse_stages(stages)
+    if stages:
+        return selected
+    wanted = default_stages(sections(profile))
+    for s in selected:
+        if s.name not in wanted:
+            log(f"{s.name}: not needed by this profile (no stage reads its output), not run; "
+                f"ask for it with --stages {s.name[:2]}")
+    return [s for s in selected if s.name in wanted]
+
+
 def run(profile: Profile, stages: str | None = None, out: str | Path | None = None,
         force: bool = False, log=print) -> RunReport:
     run_dir = Path(out).resolve() if out else REPO_ROOT / "results" / "runs" / profile.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    selected = parse_stages(stages)
-    if not stages:  # everything the report needs; a stage nothing reads (01 with a hub synthesizer) is left out
-        wanted = default_stages(sections(profile))
-        for s in selected:
-            if s.name not in wanted:
-                log(f"{s.name}: not needed by this profile (no stage reads its output), not run; "
-                    f"ask for it with --stages {s.name[:2]}")
-        selected = [s for s in selected if s.name in wanted]
+    if os.environ.get(HUB_MIRROR_ENV) and not manifest.read(run_dir).get("rehearsal"):
+        raise ValueError(f"{HUB_MIRROR_ENV} is set: hub models and datasets would be read from tiny mirrors; "
+                         f"only a rehearsal (run --rehearse) uses it. Unset it for a real run.")
+    selected = selected_stages(profile, stages, log)
     todo = plan(profile, selected, run_dir)
     missing = stage_missing_packages(sections(profile), [s.name for s in todo])
     if missing:  # fail now, not days later when the stage that needs it starts

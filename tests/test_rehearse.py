@@ -46,6 +46,26 @@ def test_rehearsal_changes_only_scale(tmp_path):
     assert (root / "models" / "instruction-pretrain" / "instruction-synthesizer" / "config.json").exists()
 
 
+def test_a_real_run_refuses_the_mirrors(tmp_path, monkeypatch, stub_execute):
+    """IPT_HUB_MIRROR left set in a shell would silently swap tiny models into a real run."""
+    from ipt_utils import runner
+
+    monkeypatch.setenv("IPT_HUB_MIRROR", str(tmp_path / "mirror"))
+    with pytest.raises(ValueError, match="only a rehearsal"):
+        runner.run(load_profile("ci-tiny"), out=tmp_path / "real", log=lambda *_: None)
+    assert stub_execute == []
+
+
+def test_rehearsal_runs_the_stages_the_real_run_runs(tmp_path):
+    from ipt_utils import runner
+
+    real = load_profile("paper-500m")
+    profile, _ = rehearse.write_profile(real, tmp_path)
+    names = [s.name for s in runner.selected_stages(profile, None, log=lambda *_: None)]
+    assert names == [s.name for s in runner.selected_stages(real, None, log=lambda *_: None)]
+    assert "01_synth_tune" not in names  # the released synthesizer: no tuning first
+
+
 def test_rehearsal_never_writes_into_the_real_run(tmp_path):
     with pytest.raises(ValueError, match="real run"):
         rehearse.run("paper-500m", out=REPO_ROOT / "results" / "runs" / "paper-500m")
