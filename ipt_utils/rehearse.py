@@ -46,7 +46,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "run": {"device": "cpu", "offline": True, "work_dir": ""},  # big files stay in the rehearsal dir
     "synth_tune": {"max_per_dataset": 4, "eval_per_dataset": 1, "max_seq_len": 512, "batch_size": 1,
                    "grad_accum_steps": 2, "max_steps": 4, "save_steps": 2, "eval_max_new_tokens": 24},
-    "synthesize": {"max_texts": 48, "max_new_tokens": 128, "max_model_len": 768, "batch_size": 16},
+    "synthesize": {"max_texts": 48, "max_new_tokens": 160, "max_model_len": 768, "batch_size": 16},
     "pretrain": {"seq_len": 128, "batch_tokens": 512, "micro_batch_size": 2, "train_tokens": 512 * 6,
                  "save_steps": 3, "log_steps": 1, "num_proc": 1, "chunk_docs": 64},
     "instruct_tune": {"eval_limit": 6, "eval_every": 2, "eval_batch_size": 4, "max_steps": 4,
