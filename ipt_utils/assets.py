@@ -110,11 +110,13 @@ def build_tiny_model(out_dir: str | Path, shape: ModelShape, tokenizer, seed: in
     return model
 
 
-def _save_atomically(obj, out_dir, tokenizer=None):
+def _save_atomically(obj, out_dir, tokenizer=None, state_dict=None):
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     kwargs = {"safe_serialization": True} if hasattr(obj, "config") else {}
+    if state_dict is not None:  # gathered FSDP weights
+        kwargs["state_dict"] = state_dict
     obj.save_pretrained(tmp, **kwargs)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
@@ -124,9 +126,10 @@ def _save_atomically(obj, out_dir, tokenizer=None):
     tmp.rename(out_dir)
 
 
-def save_model(model, tokenizer, out_dir: str | Path) -> Path:
-    """Save a model and its tokenizer as safetensors, atomically (rename of a temp dir)."""
-    _save_atomically(model, out_dir, tokenizer)
+def save_model(model, tokenizer, out_dir: str | Path, state_dict=None) -> Path:
+    """Save a model (with `state_dict` instead of its own weights, e.g. gathered FSDP shards) and
+    its tokenizer as safetensors, atomically (rename of a temp dir)."""
+    _save_atomically(model, out_dir, tokenizer, state_dict)
     return Path(out_dir)
 
 

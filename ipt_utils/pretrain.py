@@ -793,21 +793,19 @@ def save_final(acc, model, tokenizer, out_dir: Path, to_plain: Callable | None =
     to_plain(model, state_dict) -> the model to save, on the main process (e.g. LoRA merged);
     state_dict is None in one process, else the gathered full weights.
     """
+    from accelerate.utils import DistributedType
+
     from . import assets
 
-    if acc.num_processes == 1:
+    # FSDP gathers even in one process (a one-GPU launch still wraps the model)
+    if acc.num_processes == 1 and acc.distributed_type != DistributedType.FSDP:
         return assets.save_model(to_plain(model, None) if to_plain else model, tokenizer, out_dir)
     state_dict = acc.get_state_dict(model)
     if acc.is_main_process:
         if to_plain is not None:
             assets.save_model(to_plain(acc.unwrap_model(model), state_dict), tokenizer, out_dir)
         else:
-            tmp = Path(str(out_dir) + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            acc.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            shutil.rmtree(out_dir, ignore_errors=True)
-            tmp.rename(out_dir)
+            assets.save_model(acc.unwrap_model(model), tokenizer, out_dir, state_dict=state_dict)
     acc.wait_for_everyone()
     return Path(out_dir)
 
