@@ -14,7 +14,7 @@
 # merged (or merges them itself) and goes on with stage 03.
 #
 # The hub cache: HF_HUB_CACHE if you set it (recommended: a shared file system, e.g.
-# export HF_HUB_CACHE=/shared/hf/hub), else HF_HOME/hub, else RUN_DIR's work dir. Jobs read it
+# export HF_HUB_CACHE=/cluster/fs/hf/hub), else HF_HOME/hub, else RUN_DIR's work dir. Jobs read it
 # offline-safe; your hub login (HF_TOKEN or `hf auth login`) is used as it is, never copied.
 # Datasets streamed by `shard_by: files` are cached under HF_DATASETS_CACHE: point it at
 # node-local disk (e.g. export HF_DATASETS_CACHE=/tmp/$USER/hf-datasets) to spare the shared one.
