@@ -602,7 +602,7 @@ def synthesis_table(inp: Inputs, cfg: Params, pn) -> Table:
                 val = val.get("mean")
             rows.append(row(k, f"{val:.4g}" if isinstance(val, (int, float)) else NOT_RUN))
     rows += doc_rows
-    t.df = pd.DataFrame(rows)
+    t.df = pd.DataFrame(rows).fillna("–")  # the release columns exist for the document rows only
     agree = []
     for k in ("pairs_per_text", "tokens_per_pair"):
         r = t.df[t.df.statistic == k]
