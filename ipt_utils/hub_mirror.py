@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .io import DIR_MODE
+from .schema import HUB_PREFIX, hub_source
 
 BUILDER_VERSION = 3
 MARKER = ".hub_mirror.json"  # hidden: `datasets` ignores dot-files when it infers data files
@@ -438,11 +439,8 @@ def _readme_configs(directory: Path) -> list[str] | None:
 def dataset_configs(source: str) -> list[str] | None:
     """The config names of `hf:NAME[:CONFIG]` (or a bare name / local dataset dir): a local
     dir's README `configs:`, else the known list of a repo we mirror; None when unknown."""
-    name = source[3:] if source.startswith("hf:") else source
+    name, _ = hub_source(source if source.startswith(HUB_PREFIX) else HUB_PREFIX + source)
     p = Path(name)
-    if not p.is_dir() and ":" in name:  # hf:NAME:CONFIG
-        p = Path(name.rpartition(":")[0])
-        name = str(p)
     if p.is_dir():
         return _readme_configs(p)
     b = DATASETS.get(name)

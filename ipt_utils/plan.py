@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from .schema import HUB_PREFIX, TINY, resolve_path
+from .schema import HUB_PREFIX, TINY, hub_source, resolve_path
 
 # ---------------------------------------------------------------------------- constants (one place)
 GB = 1e9
@@ -66,7 +66,7 @@ def model_params(spec: str, tiny_shape=None, vocab: int = MISTRAL_VOCAB) -> floa
     if spec == TINY:
         return shape_params(tiny_shape, vocab) if tiny_shape is not None else None
     if spec.startswith(HUB_PREFIX):
-        return HUB_PARAMS.get(spec[len(HUB_PREFIX):].split(":")[0])
+        return HUB_PARAMS.get(hub_source(spec)[0])
     return None  # a local directory or an earlier stage's output: counted where it is trained
 
 

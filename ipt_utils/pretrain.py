@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .assets import ModelShape
-from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path, spec
+from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, hub_source, resolve_path, spec
 
 ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
 AUGMENTED_RECIPES = ("instruct", "pairs_only", "continual")  # recipes that read an augmented corpus
@@ -175,7 +175,7 @@ def _rows(source: str, split: str = "train"):
     if source.startswith(HUB_PREFIX):
         import datasets
 
-        name, _, config = source[len(HUB_PREFIX):].partition(":")
+        name, config = hub_source(source)
         # no config named: every config of the dataset (e.g. the synthesizer collection)
         configs = [config] if config else (datasets.get_dataset_config_names(name) or [None])
         for c in configs:

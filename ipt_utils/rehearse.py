@@ -29,10 +29,10 @@ from typing import Any
 
 import yaml
 
-from . import eval_mirror, hub_mirror, manifest, runner
+from . import eval_mirror, hub_mirror, io, manifest, runner
 from .profiles import Profile, load_profile
 from .runner import StageFailed
-from .schema import HUB_PREFIX, REPO_ROOT
+from .schema import HUB_PREFIX, REPO_ROOT, hub_source
 
 NUM_PROCESSES = 2
 MIRROR_ROOT = REPO_ROOT / "results" / "runs" / ".hub-mirror"  # git-ignored, like every run
@@ -61,9 +61,7 @@ def default_run_dir(profile_name: str) -> Path:
 
 def _hub_name(value: str) -> str | None:
     """`hf:NAME[:CONFIG]` -> NAME for a hub repo (not a local `hf:/dir`), else None."""
-    if not value.startswith(HUB_PREFIX):
-        return None
-    name = value[len(HUB_PREFIX):].partition(":")[0]
+    name = (hub_source(value) or ("/",))[0]
     return None if name.startswith(("/", ".")) else name
 
 
@@ -72,8 +70,8 @@ def _mirror_source(value: str, root: Path) -> str:
     name = _hub_name(value)
     if name is None:
         return value
-    config = value[len(HUB_PREFIX) + len(name):]
-    return f"{HUB_PREFIX}{hub_mirror.build_dataset(root, name)}{config}"
+    config = hub_source(value)[1]
+    return f"{HUB_PREFIX}{hub_mirror.build_dataset(root, name)}" + (f":{config}" if config else "")
 
 
 def _model_shape(shape: dict, profile_shape: dict) -> dict:
@@ -115,8 +113,6 @@ def write_profile(profile: Profile, run_dir: Path, root: Path = MIRROR_ROOT) -> 
     path = run_dir / f"{profile.name}.yaml"
     head = (f"# Rehearsal of params/{profile.path.name}: written by ipt_utils.rehearse, do not edit.\n"
             f"# Datasets: local hub-layout mirrors; models: hub names resolved in IPT_HUB_MIRROR={root}\n")
-    from . import io
-
     io.write_text(path, head + yaml.safe_dump(sections, sort_keys=False, width=110))
     return load_profile(str(path)), root
 

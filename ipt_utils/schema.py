@@ -45,6 +45,15 @@ def spec(*, ge=None, gt=None, le=None, lt=None, choices=None, kind=None, help=""
     return dataclasses.field(metadata=meta)
 
 
+def hub_source(value: str) -> tuple[str, str] | None:
+    """`hf:NAME` / `hf:NAME:CONFIG` -> (NAME, CONFIG or ""); NAME may be a local dataset dir.
+    None for a value that is not an `hf:` source."""
+    if not value.startswith(HUB_PREFIX):
+        return None
+    name, _, config = value[len(HUB_PREFIX):].partition(":")
+    return name, config
+
+
 def resolve_path(value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else REPO_ROOT / p
