@@ -109,7 +109,6 @@ def estimate(profile) -> dict:
     """-> {"profile", "stages": {stage: {...}}, "totals": {...}, "assumptions": [...], "constants": {...}}.
     Per stage: download_gb, disk_gb, tokens, gpu_hours and notes; numbers are floats (GB, hours)."""
     from .pretrain import ARMS, flops_per_token
-    from .runner import sections
     from .stage import default_stages
 
     S = profile.sections
@@ -237,7 +236,7 @@ def estimate(profile) -> dict:
         / (A100_BF16_PEAK_FLOPS * ASSUMED_MFU) / 3600, notes=notes)
     stages["06_report"] = dict(download_gb=0.0, disk_gb=0.01, tokens=0.0, gpu_hours=0.0, notes=["CPU only"])
 
-    runs = default_stages(sections(profile))
+    runs = default_stages(profile.values())
     for name, d in stages.items():
         d["in_default_run"] = name in runs
     totals = {k: sum(d[k] for n, d in stages.items() if n in runs)

@@ -30,6 +30,10 @@ class Profile:
     def section(self, name: str) -> dict:
         return dataclasses.asdict(self.sections[name])
 
+    def values(self) -> dict[str, dict]:
+        """Every section as plain values (section -> dict), as in the YAML and the manifest."""
+        return {k: self.section(k) for k in self.sections}
+
     def stage_parameters(self, stage) -> dict:
         """What the runner injects into a stage notebook's parameters cell."""
         return {"profile": self.name, "run": self.section("run"), **self.section(stage.section)}

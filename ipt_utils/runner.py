@@ -59,13 +59,9 @@ def parse_stages(spec: str | None) -> list[Stage]:
     return sorted(chosen, key=STAGES.index)
 
 
-def sections(profile: Profile) -> dict:
-    return {k: profile.section(k) for k in profile.sections}
-
-
 def deps(profile: Profile, stage: Stage) -> tuple[str, ...]:
     """The stages this one reads under the profile (stage.stage_deps, as interactive runs use)."""
-    return stage_deps(stage.name, sections(profile))
+    return stage_deps(stage.name, profile.values())
 
 
 def stage_key(profile: Profile, stage: Stage, run_dir: Path) -> str:
@@ -136,7 +132,7 @@ def selected_stages(profile: Profile, stages: str | None, log=print) -> list[Sta
     selected = parse_stages(stages)
     if stages:
         return selected
-    wanted = default_stages(sections(profile))
+    wanted = default_stages(profile.values())
     for s in selected:
         if s.name not in wanted:
             log(f"{s.name}: not needed by this profile (no stage reads its output), not run; "
@@ -153,7 +149,7 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
                          f"only a rehearsal (run --rehearse) uses it. Unset it for a real run.")
     selected = selected_stages(profile, stages, log)
     todo = plan(profile, selected, run_dir)
-    missing = stage_missing_packages(sections(profile), [s.name for s in todo])
+    missing = stage_missing_packages(profile.values(), [s.name for s in todo])
     if missing:  # fail now, not days later when the stage that needs it starts
         raise MissingPackages(f"{profile.path}: " + "\n  ".join(missing))
     run_params = profile.sections["run"]
@@ -162,7 +158,7 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
     os.environ.setdefault("MPLBACKEND", "Agg")
 
     header = run_header(profile.name, profile.path, run_dir, work_root,
-                        {k: profile.section(k) for k in profile.sections})
+                        profile.values())
     from .plan import estimate
 
     header["plan"] = estimate(profile)  # what this run was expected to download, write and cost

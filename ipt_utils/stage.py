@@ -321,7 +321,7 @@ def _load_profile(profile_path: Path):
 def _profile_sections(prof, run_dir: Path) -> dict:
     """The profile's sections (its YAML), else those a runner recorded in the run's manifest."""
     if prof is not None:
-        return {k: prof.section(k) for k in prof.sections}
+        return prof.values()
     try:
         return dict(io.read_json(Path(run_dir) / manifest.MANIFEST).get("params") or {})
     except (FileNotFoundError, ValueError):
