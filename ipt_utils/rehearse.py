@@ -122,7 +122,6 @@ def environment(root: Path) -> dict[str, str]:
     return {"IPT_HUB_MIRROR": str(root), "IPT_NUM_PROCESSES": str(NUM_PROCESSES),
             "CUDA_VISIBLE_DEVICES": "",  # a CPU rehearsal, also on a GPU machine (gloo, no bf16 autocast)
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
