@@ -5,17 +5,25 @@
     example  = context + pairs + "</s>"
     prompt   = history examples (oldest first) + the new text's context
 
-BOS decision: prompts are *strings* that start with the literal "<s>". We tokenize
-them with `add_special_tokens=False` (a fast tokenizer maps the literal "<s>" to the
-BOS id) and hand token ids to the engines, so exactly one BOS starts every prompt.
-(Upstream hands the string to vLLM, whose tokenizer adds a second BOS.)
+BOS decision: prompts are *strings* that start with the literal "<s>". `encode_markup`
+turns each literal "<s>" / "</s>" of the rendered markup into the tokenizer's BOS / EOS id
+and tokenizes everything between as text (split_special_tokens), and the engines get token
+ids, so exactly one BOS starts every prompt and no text can add another. On Mistral-kind
+tokenizers (and the tiny one) this is byte-identical to tokenizing the whole string with
+the literals parsed (tested). (Upstream hands the string to vLLM, whose tokenizer adds a
+second BOS.)
 
-Raw texts may themselves contain markup tokens; `neutralise` makes them inert
-before they enter a prompt or a pre-training document.
+Neutralisation is for the synthesizer's markup only: a raw text that spells `<CON>`,
+`</END>` or `<s>` would break the prompt's structure, so `neutralise` makes the copy that
+enters a prompt or a tuning example (stages 01 and 02) inert. The pre-training documents of
+every arm carry the raw text's own bytes (stage 03 reads text as text; docs/PAPER.md §6).
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, NamedTuple, Sequence
+
+from .packing import encode_texts
 
 BOS, EOS = "<s>", "</s>"
 CON, CON_END = "<CON>", "</CON>"
@@ -35,6 +43,39 @@ class ParseStats(NamedTuple):
     kept: int
     malformed: int  # not exactly one <ANS>, no leading <QUE>, or an empty part
     duplicates: int  # repeated instruction (case-insensitive)
+
+
+_BOS_EOS = re.compile(f"({re.escape(BOS)}|{re.escape(EOS)})")
+
+
+def encode_markup(tokenizer, rendered: str) -> list[int]:
+    """Token ids of a rendered prompt or example: its literal "<s>" / "</s>" become the
+    tokenizer's BOS / EOS ids, the rest is tokenized as text (no special token parsed out of
+    it). The texts inside must be neutralised, so that every "<s>" / "</s>" is the renderer's."""
+    pieces = _BOS_EOS.split(rendered)
+    special = {BOS: tokenizer.bos_token_id, EOS: tokenizer.eos_token_id}
+    texts = [p for p in pieces if p and p not in special]
+    encoded = iter(encode_texts(tokenizer, texts) if texts else [])
+    ids: list[int] = []
+    for p in pieces:
+        if p in special:
+            ids.append(special[p])
+        elif p:
+            ids.extend(next(encoded))
+    return ids
+
+
+def collection_example(rec: dict) -> tuple[str, list[Pair]] | None:
+    """(context, pairs) of a synthesizer-tuning record {context, QA_list[{Q, A}]}, stripped;
+    None when it is malformed (no context string, no pairs, a pair without a non-empty Q and
+    A string): stages 01 and 03 skip and count such records."""
+    pairs = rec.get("QA_list")
+    if not (isinstance(rec.get("context"), str) and isinstance(pairs, list) and pairs):
+        return None
+    if not all(isinstance(p, dict) and isinstance(p.get("Q"), str) and isinstance(p.get("A"), str)
+               and p["Q"].strip() and p["A"].strip() for p in pairs):
+        return None
+    return rec["context"].strip(), [Pair(p["Q"].strip(), p["A"].strip()) for p in pairs]
 
 
 def render_context(text: str) -> str:

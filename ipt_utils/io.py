@@ -147,6 +147,16 @@ def iter_local_records(path: str | Path, text_column: str = "text") -> Iterator[
             yield f"{path}:{lineno}", rec
 
 
+def record_text(value) -> str | None:
+    """The text a raw record carries into every stage (02's prompts, 03's documents of every
+    arm): its string without surrounding whitespace; None when there is no text (not a
+    string, empty or whitespace only), which the stages skip and count."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    return text or None
+
+
 def record_id(rec: dict, text: str) -> str:
     """The id linking a raw record to its augmented row (stage 02 -> 03): its `id` field, else
     `sha1:` + a hash of its raw text, which does not depend on how the corpus was read or sharded."""

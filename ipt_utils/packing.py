@@ -21,6 +21,13 @@ by chunk into a memory-mapped .npy whose shape is known up front, so peak memory
 O(chunk) + O(documents) rather than O(tokens). It yields exactly the rows of the
 in-memory `pack` (tested).
 
+Text is text: every text is tokenized by `encode_texts` with `split_special_tokens=True`, so
+a document that spells "<s>", "</s>", "<pad>" or "<|end_of_text|>" gets the tokens of those
+characters, never the control ids; BOS/EOS/pad are placed only by `stream`/`pack` (and the
+stages' own example encoders). `check_text_only` refuses a tokenizer that would still parse
+them (a slow tokenizer ignoring the flag). TEXT_POLICY is part of `tokenizer_fingerprint`,
+so token caches built under another policy are never reused.
+
 Document masking: `position_ids_for` restarts positions at every `<s>`; given those, no
 2-D attention mask and no KV cache (use_cache=False, as in training), transformers builds a block-diagonal causal mask for sdpa/eager
 (masking_utils.find_packed_sequence_indices), and `flash_attention_2` runs varlen kernels
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -38,6 +46,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 IGNORE = -100
+# how text becomes ids (hashed into tokenizer_fingerprint): "text-only" = special-token strings
+# in data are plain text (split_special_tokens=True); change it when that policy changes
+TEXT_POLICY = "text-only-1"
 CACHE_VERSION = "2"  # 2: on-disk streamed token caches (tokens.bin + offsets.npy)  # bump when the tokenization/rendering code changes meaning
 
 
@@ -130,13 +141,38 @@ def concat(parts: Iterable[Docs]) -> Docs:
 # --------------------------------------------------------------------------- tokenize
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """Hash of what decides token ids: the fast tokenizer's full JSON + special tokens."""
-    h = hashlib.sha256()
+    """Hash of what decides token ids: the fast tokenizer's full JSON + special tokens + TEXT_POLICY."""
+    h = hashlib.sha256(TEXT_POLICY.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     h.update((backend.to_str() if backend is not None else repr(tokenizer.get_vocab())).encode())
     h.update(json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
                          len(tokenizer)]).encode())
     return h.hexdigest()[:16]
+
+
+_TEXT_ONLY_CHECKED: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def check_text_only(tokenizer) -> None:
+    """Refuse a tokenizer that turns special-token strings in text into control ids even with
+    split_special_tokens=True (checked once per tokenizer object on its own special tokens)."""
+    if tokenizer in _TEXT_ONLY_CHECKED:
+        return
+    specials = [t for t in tokenizer.all_special_tokens if t]
+    ids = tokenizer(" ".join(specials), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    forged = sorted(set(ids) & set(tokenizer.all_special_ids))
+    if forged:
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} ({type(tokenizer).__name__}) "
+                         f"parses special-token strings out of text (ids {forged}) even with "
+                         f"split_special_tokens=True; a fast tokenizer (tokenizer.json) is needed")
+    _TEXT_ONLY_CHECKED.add(tokenizer)
+
+
+def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text read as text: no special token added, none parsed out of the
+    text ("<s>" in a web page is the characters <, s, >). Callers place BOS/EOS themselves."""
+    check_text_only(tokenizer)
+    return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 _WORKER_TOKENIZER = None
@@ -148,7 +184,7 @@ def _init_worker(tokenizer) -> None:
 
 
 def _encode(texts: list[str]) -> list[list[int]]:
-    return _WORKER_TOKENIZER(texts, add_special_tokens=False)["input_ids"]
+    return encode_texts(_WORKER_TOKENIZER, texts)
 
 
 def _chunks(items: Iterable, size: int):
@@ -183,7 +219,7 @@ def iter_tokenized(tokenizer, texts: Iterable[str], batch_size: int = 1000, num_
             if pool is not None and len(batches) > 1:
                 ids = [x for part in pool.map(_encode, batches) for x in part]
             else:
-                ids = [x for b in batches for x in tokenizer(b, add_special_tokens=False)["input_ids"]]
+                ids = [x for b in batches for x in encode_texts(tokenizer, b)]
             yield Docs.from_lists(ids)
     finally:
         if pool is not None:
@@ -193,7 +229,7 @@ def iter_tokenized(tokenizer, texts: Iterable[str], batch_size: int = 1000, num_
 
 def tokenize(tokenizer, texts: Iterable[str], batch_size: int = 1000, num_proc: int = 1,
              chunk_docs: int = 100_000) -> Docs:
-    """Token ids of each text (no special tokens) via the fast tokenizer's batch call, in memory."""
+    """Token ids of each text (encode_texts: no special tokens added or parsed), in memory."""
     return concat(iter_tokenized(tokenizer, texts, batch_size, num_proc, chunk_docs))
 
 

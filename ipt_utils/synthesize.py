@@ -2,7 +2,9 @@
 
 Steps (one call each from the notebook):
   load_texts      raw corpus (local .jsonl/.parquet/.txt or hf:NAME streamed) -> this
-                  shard's texts; empty texts skipped, markup tokens neutralised (counted)
+                  shard's texts (io.record_text: stripped; empty texts skipped, counted); a
+                  text's prompt copy has its markup tokens neutralised (counted), the text
+                  itself, which the documents carry, keeps its bytes
   open_engine     a lazily started generation backend: vLLM or batched transformers
   synthesize_shard  multi-round (M-shot) synthesis; each finished round of the shard is
                   written atomically to <work>/shard-i-of-n/round-r.jsonl and a rerun
@@ -36,9 +38,19 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, Sequence
 
-from .schema import HUB_PREFIX, TINY, resolve_path, spec
+from . import assets, io, rule_based
+from .assets import model_fingerprint
+from .attention import use_grouped
+from .format import build_prompt, encode_markup, neutralise, parse_pairs_with_stats, render_context
+from .generation import GenOut
+from .io import iter_local_records, record_id, record_text
+from .progress import bar
+from .registry import work_root_for
+from .schema import HUB_PREFIX, REPO_ROOT, TINY, SchemaError, resolve_path, spec, validate
+from .stage import StageContext, finish_stage, setup_environment
+from .templify import Member, templify_chain
 
 
 BACKENDS = ("auto", "vllm", "transformers", "rule_based")
@@ -108,8 +120,8 @@ class Params:
 class RawText:
     id: str
     domain: str
-    text: str
-    neutralised: bool = False
+    text: str  # the record's text (io.record_text), as the pre-training documents carry it
+    neutralised: bool = False  # its prompt copy needed neutralising (format.neutralise)
 
 
 def iter_records(cfg: Params) -> Iterator[tuple[str, dict]]:
@@ -130,18 +142,15 @@ def iter_records(cfg: Params) -> Iterator[tuple[str, dict]]:
         for i, rec in enumerate(ds):
             yield f"{where}#{i}", rec
         return
-    from .io import iter_local_records
 
     yield from iter_local_records(resolve_path(cfg.corpus), cfg.text_column)
 
 
 def load_texts(cfg: Params) -> tuple[list[RawText], dict]:
-    """This shard's texts. Empty/whitespace texts are skipped, markup neutralised; both counted.
+    """This shard's texts. Empty/whitespace texts are skipped and counted; texts whose prompt
+    copy needs neutralising are counted (the text itself is kept as is, see plan_round).
     A record's id is its `id` field, else a hash of its text (io.record_id), so stage 03 finds
     it in the raw corpus however the corpus was sharded."""
-    from .format import neutralise
-    from .io import record_id
-
     by_files = cfg.shard_by == "files"
     limit = -(-cfg.max_texts // cfg.num_shards) if by_files else cfg.max_texts
     texts: list[RawText] = []
@@ -157,10 +166,11 @@ def load_texts(cfg: Params) -> tuple[list[RawText], dict]:
         if cfg.text_column not in rec:
             raise ValueError(f"{where}: no field {cfg.text_column!r} (fields: {sorted(rec)})")
         raw = rec[cfg.text_column]
-        if not isinstance(raw, str) or not raw.strip():
+        text = record_text(raw)
+        if text is None:
             stats["texts_skipped_empty"] += 1
             continue
-        text, changed = neutralise(raw.strip())
+        changed = neutralise(text)[1]
         stats["texts_neutralised"] += changed
         texts.append(RawText(record_id(rec, raw), str(rec.get("domain") or cfg.domain), text, changed))
     return texts, stats
@@ -168,19 +178,15 @@ def load_texts(cfg: Params) -> tuple[list[RawText], dict]:
 
 # --------------------------------------------------------------------------- algorithm
 
-class GenOut(NamedTuple):
-    text: str
-    n_tokens: int
-
-
 class Tokenizer:
-    """encode/decode without special tokens added (prompts carry a literal "<s>")."""
+    """encode/decode without special tokens added: the markup's literal "<s>"/"</s>" become
+    BOS/EOS, any other text is text (format.encode_markup)."""
 
     def __init__(self, hf_tokenizer):
         self.hf = hf_tokenizer
 
     def encode(self, text: str) -> list[int]:
-        return self.hf(text, add_special_tokens=False)["input_ids"]
+        return encode_markup(self.hf, text)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=False)
@@ -193,8 +199,8 @@ class Synth:
     key: int  # position in the shard
     id: str
     domain: str
-    raw_text: str  # full (neutralised) text
-    prompt_text: str  # the text as it stood in the prompt (truncated if too long)
+    raw_text: str  # the full text, bytes as read (what the pre-training document carries)
+    prompt_text: str  # the text as it stood in the prompt (neutralised; truncated if too long)
     round: int
     slot: int
     history: list[int]  # keys of the examples in this prompt, oldest first
@@ -242,8 +248,6 @@ def slot_history(prev: Synth | None, by_key: dict[int, Synth]) -> list[Synth]:
 
 def truncate_text(text: str, tok, budget: int) -> str:
     """Cut `text` by tokens so that its rendered context fits `budget` tokens."""
-    from .format import render_context
-
     ids = tok.encode(text)
     overhead = len(tok.encode(render_context("x"))) - len(tok.encode("x"))
     k = max(0, min(len(ids), budget - overhead))
@@ -257,8 +261,6 @@ def truncate_text(text: str, tok, budget: int) -> str:
 
 def fit_prompt(text: str, history: list[Synth], tok, budget: int):
     """-> (ids, kept history, links dropped, prompt text, truncated)."""
-    from .format import build_prompt, render_context
-
     prompt_text, truncated = text, False
     if len(tok.encode(render_context(text))) > budget:
         prompt_text, truncated = truncate_text(text, tok, budget), True
@@ -275,14 +277,14 @@ def plan_round(texts: Sequence[RawText], first_key: int, slots: Sequence[Synth |
     plans = []
     for j, t in enumerate(texts):
         prev = slots[j] if j < len(slots) else None
-        ids, kept, dropped, ptext, trunc = fit_prompt(t.text, slot_history(prev, by_key), tok, budget)
+        # neutralised for the prompt only: markup in a text must not end its context early or
+        # forge pairs; the document keeps t.text's own bytes (the same bytes as every other arm)
+        ids, kept, dropped, ptext, trunc = fit_prompt(neutralise(t.text)[0], slot_history(prev, by_key), tok, budget)
         plans.append(Planned(first_key + j, t, j, ids, kept, dropped, ptext, trunc))
     return plans
 
 
 def finish(p: Planned, out, r: int, tok, chain_prefix: str = "") -> Synth:
-    from .format import parse_pairs_with_stats
-
     text, n_tokens = (out, len(tok.encode(out))) if isinstance(out, str) else out
     pairs, st = parse_pairs_with_stats(text)
     chained = bool(p.history)
@@ -376,8 +378,6 @@ class TransformersEngine:
         """`model_path`: a directory / hub name, or an already built model (benchmarks)."""
         from transformers import AutoModelForCausalLM
 
-        from .attention import use_grouped
-
         model = model_path if hasattr(model_path, "generate") else AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
         self.model = model.to(device).eval()
@@ -451,7 +451,6 @@ class Engine:
         results: list[GenOut | None] = [None] * len(prompts)
         i, bs = 0, self.batch_size
         t = time.perf_counter()
-        from .progress import bar
 
         progress = bar(total=len(prompts), desc=f"synthesize ({self.backend})", unit="text")
         while i < len(order):
@@ -562,17 +561,13 @@ def make_engine(model_path: str, hf_tokenizer, cfg: Params, *, seed: int = 0, de
         factory = lambda: VLLMEngine(model_path, cfg, seed, dname, device)  # noqa: E731
     else:
         factory = lambda: TransformersEngine(model_path, hf_tokenizer, cfg, device, dtype)  # noqa: E731
-    from .assets import model_fingerprint
 
     return Engine(factory, backend, cfg.batch_size, model_fingerprint(model_path))
 
 
 def open_engine(ctx, cfg: Params):
     """-> (Engine, Tokenizer) for the profile's synthesizer; the engine starts on first use."""
-    from . import assets
-
     if cfg.backend == "rule_based":  # no model: the rules mine each prompt's new text
-        from . import rule_based
 
         tok = rule_based.RuleTokenizer()
         return Engine(lambda: rule_based.RuleEngine(tok, ctx.seed), "rule_based", cfg.batch_size,
@@ -609,8 +604,6 @@ def fingerprint(cfg: Params, texts: Sequence[RawText], model_stamp: str = "") ->
 
 def load_done_rounds(sdir: Path, fp: str) -> dict[int, list[Synth]]:
     """Finished round files of this shard; stale ones (other params/inputs) are removed."""
-    from . import io
-
     marker = sdir / "fingerprint.json"
     if marker.exists() and io.read_json(marker).get("fingerprint") != fp:
         print(f"[synthesize] {sdir}: inputs or params changed; discarding finished rounds")
@@ -630,8 +623,6 @@ def load_done_rounds(sdir: Path, fp: str) -> dict[int, list[Synth]]:
 
 def synthesize_shard(ctx, cfg: Params, texts: Sequence[RawText], engine: Engine, tok) -> tuple[list[Synth], dict]:
     """Run (or resume) this shard's rounds; -> (synths, run info)."""
-    from . import io
-
     sdir = shard_dir(ctx.work, cfg)
     done = load_done_rounds(sdir, fingerprint(cfg, texts, engine.model_stamp))
     info = {"rounds_resumed": len(done), "rounds_generated": 0, "generated_round_ids": []}
@@ -651,8 +642,6 @@ def build_rows(synths: Sequence[Synth], seed: int) -> list[dict]:
     position; a chain's documents in order). A row: id (its first member's id), member_ids,
     domain, chain_id, text, layout, mode, dropped_pairs and `members` (per source text: id,
     raw_text, pairs, mode, inherited, dropped_pairs). Every text is in exactly one row."""
-    from .templify import Member, templify_chain
-
     chains: dict[str, list[Synth]] = {}
     for s in sorted(synths, key=lambda s: (s.round, s.key)):
         chains.setdefault(s.chain_id, []).append(s)
@@ -673,8 +662,6 @@ def build_rows(synths: Sequence[Synth], seed: int) -> list[dict]:
 def write_augmented(ctx, cfg: Params, synths: Sequence[Synth]) -> list[dict]:
     """<work>/augmented.jsonl (what stage 03 reads) and, for a whole corpus, its Parquet twin;
     a shard of several writes JSONL only (synth-merge writes the merged Parquet)."""
-    from . import io
-
     rows = build_rows(synths, ctx.seed)
     path = augmented_path(ctx.work, cfg)
     io.write_jsonl(path, rows)
@@ -704,8 +691,6 @@ def _typed_row(r: dict) -> dict:
 def write_parquet_twin(jsonl: Path, rows=None) -> Path:
     """<stem>.parquet beside an augmented JSONL, for `datasets.load_dataset("parquet")` and
     pandas users; streamed from the JSONL when `rows` is not given."""
-    from . import io
-
     source = rows if rows is not None else io.iter_jsonl(jsonl)
     typed = (_typed_row(r) for r in source)
     out = Path(jsonl).with_suffix(".parquet")
@@ -746,8 +731,6 @@ def stats_dir(ctx, cfg: Params | None = None) -> Path:
 
 
 def write_stats(ctx, synths: Sequence[Synth], rows: Sequence[dict], cfg: Params | None = None):
-    from . import io
-
     df = stats_frame(synths, rows)
     with io.atomic_open(stats_dir(ctx, cfg) / "synthesis_stats.csv") as f:
         df.to_csv(f, index=False)
@@ -886,8 +869,6 @@ def run_variants(ctx, cfg: Params, texts: Sequence[RawText], data_stats: dict, e
     each goes through templify/stats into variants/<name>/ (work: augmented.jsonl; stage dir:
     synthesis_stats.csv, synthesis.png, metrics.json). A variant with the main run's backend
     reuses its started engine. -> {name: metrics}."""
-    from . import io
-
     out = {}
     for v in cfg.variants:
         vcfg, vctx = variant_params(cfg, v), variant_context(ctx, v.name)
@@ -909,8 +890,6 @@ def run_variants(ctx, cfg: Params, texts: Sequence[RawText], data_stats: dict, e
 
 def merge_variants(ctx, cfg: Params) -> dict:
     """synth-merge for every variant (each like the main run, under variants/<name>/)."""
-    from . import io
-
     out = {}
     for v in cfg.variants:
         vcfg, vctx = variant_params(cfg, v), variant_context(ctx, v.name)
@@ -961,8 +940,6 @@ def finish_shard(ctx, cfg: Params, metrics: dict, engine: Engine, merge: bool = 
     """Mark this shard complete. With several shards and `merge`, assemble all of them
     (raises ShardsIncomplete naming the missing ones) and return the merged metrics;
     otherwise return `metrics`."""
-    from . import io
-
     io.write_json(shard_dir(ctx.work, cfg) / DONE, {
         "shard": shard_name(cfg.shard_index, cfg.num_shards), "params_key": params_key(cfg, engine.model_stamp),
         "rows": metrics.get("documents", metrics["texts_synthesized"]), "metrics": metrics})
@@ -973,8 +950,6 @@ def finish_shard(ctx, cfg: Params, metrics: dict, engine: Engine, merge: bool = 
 
 def shard_status(work: Path, cfg: Params, model_stamp: str) -> tuple[list[dict], list[str]]:
     """-> (done markers of complete shards in order, problems naming every other shard)."""
-    from . import io
-
     done, problems = [], []
     want = params_key(cfg, model_stamp)
     for i in range(cfg.num_shards):
@@ -1039,8 +1014,6 @@ def merge_shards(ctx, cfg: Params, model_stamp: str) -> dict:
     is complete and was synthesized with the same params and weights."""
     import shutil
 
-    from . import io
-
     done, problems = shard_status(ctx.work, cfg, model_stamp)
     if problems:
         raise ShardsIncomplete(
@@ -1073,8 +1046,6 @@ def merge_stats_csv(parts: Sequence[tuple[int, Path]], out: Path) -> dict:
     from collections import Counter
 
     import numpy as np
-
-    from . import io
 
     tally = {"pairs": Counter(), "mode": Counter(), "layout": Counter()}
     header, lo, hi = None, float("inf"), float("-inf")
@@ -1139,9 +1110,6 @@ def array_spec(indices: Sequence[int]) -> str:
 def _profile_arg(ctx) -> str:
     """The profile as the commands should name it: the YAML a runner recorded for this run
     (a profile outside params/), else the name the notebook got."""
-    from . import io
-    from .schema import REPO_ROOT
-
     try:
         path = str(io.read_json(Path(ctx.run_dir) / "manifest.json").get("profile_path") or "")
     except (FileNotFoundError, ValueError):
@@ -1190,9 +1158,6 @@ def collect_shards(ctx, cfg: Params) -> dict:
 def cli_context(profile, out: str | None = None, num_shards: int | None = None,
                 shard_index: int | None = None):
     """(StageContext, Params) of stage 02 for a loaded profile, without papermill."""
-    from .schema import REPO_ROOT, validate
-    from .stage import StageContext, setup_environment, work_root_for
-
     section = profile.section("synthesize")
     if num_shards is not None:
         section["num_shards"] = num_shards
@@ -1213,8 +1178,6 @@ def run_shard(ctx, cfg: Params, engine: Engine | None = None, tok=None) -> dict:
     """The notebook's steps for one shard (resumable): synthesize, templify, stats, mark done.
     A single-shard job also writes the stage's metrics.json; -> this shard's metrics.
     `engine`/`tok`: an engine opened for an earlier shard (its backend is reused, timers fresh)."""
-    from .stage import finish_stage
-
     texts, data_stats = load_texts(cfg)
     engine, tok = (engine.sharing(), tok) if engine is not None else open_engine(ctx, cfg)
     synths, info = synthesize_shard(ctx, cfg, texts, engine, tok)
@@ -1231,12 +1194,8 @@ def run_shard(ctx, cfg: Params, engine: Engine | None = None, tok=None) -> dict:
 
 
 def model_stamp(ctx, cfg: Params) -> str:
-    from . import assets
-
     if cfg.backend == "rule_based":
-        from .rule_based import version
-
-        return version()
+        return rule_based.version()
     if os.environ.get(TEST_ENGINE_ENV):
         return f"test-fake:{assets.resolve_model(ctx, cfg.model)}"
     return assets.model_fingerprint(assets.resolve_model(ctx, cfg.model))
@@ -1245,9 +1204,6 @@ def model_stamp(ctx, cfg: Params) -> str:
 def cli_main(args, profile) -> int:
     """`python -m ipt_utils synthesize|synth-merge` (see cli.py)."""
     import sys
-
-    from .schema import SchemaError
-    from .stage import finish_stage
 
     try:
         ctx, cfg = cli_context(profile, args.out, args.num_shards, getattr(args, "shard_index", None))

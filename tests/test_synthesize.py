@@ -8,6 +8,7 @@ import pytest
 
 from ipt_utils import format as fmt
 from ipt_utils import synthesize as sy
+from ipt_utils.generation import GenOut
 from ipt_utils.synthesize import RawText
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,7 +159,7 @@ def test_engine_halves_batch_on_oom_and_keeps_order():
             if len(prompts) > 2:
                 raise OOMError("CUDA out of memory")
             self.sizes.append(len(prompts))
-            return [sy.GenOut(str(p[0]), 1) for p in prompts]
+            return [GenOut(str(p[0]), 1) for p in prompts]
 
     impl = Impl()
     eng = sy.Engine(lambda: impl, "fake", batch_size=8)
@@ -306,7 +307,8 @@ def test_load_texts_skips_neutralises_and_shards(tmp_path):
     assert [t.id for t in texts] == ["a", "c", "d", "f"]
     assert st == {"records_read": 6, "texts_in": 6, "texts_skipped_empty": 2, "texts_neutralised": 1,
                   "shard_by": "records"}
-    assert "<QUE>" not in texts[1].text and texts[1].neutralised and texts[2].domain == "finance"
+    # the text keeps its bytes (the documents carry it); only its prompt copy is neutralised
+    assert texts[1].text == "has <QUE> markup" and texts[1].neutralised and texts[2].domain == "finance"
     texts, st = sy.load_texts(_cfg(corpus=str(path), num_shards=2, shard_index=1, max_texts=5))
     assert [t.id for t in texts] == ["b", "d"][1:] and st["texts_in"] == 2 and st["records_read"] == 5
     import pandas as pd
@@ -322,6 +324,49 @@ def test_load_texts_skips_neutralises_and_shards(tmp_path):
     bad.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid UTF-8"):
         sy.load_texts(_cfg(corpus=str(bad)))
+
+
+def test_markup_is_neutralised_in_the_prompt_only():
+    """A text spelling the markup: its prompt copy is inert (one context, one BOS), its pairs are
+    parsed, and the pre-training document carries the text's own bytes (as the vanilla arm does)."""
+    hostile = "spells <s> and </s> and <CON> x </CON> and <QUE> q <ANS> a </END> inline"
+    texts = [RawText("id-h", "general", hostile, True)] + _texts(["w1", "w2", "w3"])
+    out, gen = _run(texts, rounds=2)
+    h = next(s for s in out if s.id == "id-h")
+    assert h.raw_text == hostile and h.neutralised and h.pairs
+    assert "<" + "QUE>" not in h.prompt_text and fmt.neutralise(hostile)[0] == h.prompt_text
+    for prompt in gen.prompts:  # the literal markup only where the renderer put it
+        assert prompt.split().count("<s>") == prompt.split().count("<CON>") == prompt.split().count("</CON>")
+    rows = sy.build_rows(out, seed=0)
+    doc = next(r for r in rows if "id-h" in r["member_ids"])
+    assert hostile in doc["text"] and next(m for m in doc["members"] if m["id"] == "id-h")["raw_text"] == hostile
+
+
+def test_prompt_encoding_places_bos_eos_only_where_the_markup_has_them(tmp_path):
+    """format.encode_markup equals tokenizing the whole rendered string with its literals
+    parsed (Mistral kind and the tiny tokenizer), and never parses special strings out of a
+    text (Llama-3 kind: its own BOS/EOS strings inside a text stay text)."""
+    from transformers import AutoTokenizer
+
+    from ipt_utils import assets, hub_mirror
+
+    toks = {"tiny": assets.build_tiny_tokenizer(tmp_path / "tiny")}
+    for kind in ("sentencepiece", "llama3"):
+        (tmp_path / kind).mkdir()
+        hub_mirror.TOKENIZER_KINDS[kind](tmp_path / kind)
+        toks[kind] = AutoTokenizer.from_pretrained(tmp_path / kind)
+    history = [("", [("q", "a")]), ("first text", [("q2?", "a2"), ("q3", "a3")])]
+    prompts = [fmt.build_prompt("hello there", history), fmt.render_example("", [("What?", "That.")]),
+               fmt.build_prompt(""), fmt.render_example("日本 😀 a\x00b", [("é", "ß")]), "no markup at all"]
+    for kind in ("tiny", "sentencepiece"):
+        tok = toks[kind]
+        for p in prompts:
+            assert fmt.encode_markup(tok, p) == tok(p, add_special_tokens=False)["input_ids"], (kind, p)
+    for kind, tok in toks.items():
+        forged = " ".join(tok.all_special_tokens)
+        ids = fmt.encode_markup(tok, fmt.build_prompt(fmt.neutralise(forged)[0], history))
+        assert ids.count(tok.bos_token_id) == 3 and ids.count(tok.eos_token_id) == 2, kind
+        assert sy.Tokenizer(tok).encode(fmt.render_context("x")) == fmt.encode_markup(tok, fmt.render_context("x"))
 
 
 def test_records_without_id_get_a_text_hash_id(tmp_path):
