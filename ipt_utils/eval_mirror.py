@@ -28,7 +28,7 @@ from . import hub_mirror, io
 from .hub_mirror import dataset_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
-VERSION = 1  # bump when the mirrors' content or layout changes (part of the build key)
+VERSION = 2  # bump when the mirrors' content or layout changes (part of the build key)
 NOTE = ("Offline mirror written by ipt_utils.eval_mirror: the real repository's layout with a few "
         "rows drawn from the project's evaluation fixtures, for rehearsals without the hub.")
 
@@ -131,20 +131,9 @@ def _draw(pool: list[dict], n: int, rng: random.Random) -> list[dict]:
 
 
 def _adaptllm_rows(config: str, n: int, rng: random.Random) -> list[dict]:
-    rows = _draw(_fixture(_CONFIG_FIXTURE[config]), n, rng)
-    out = []
-    if config == "Headline":  # one class_id per question type (the hub has 9, our fixture fewer)
-        questions = sorted({r["input"].rsplit("Question:", 1)[-1].strip() for r in _fixture("headline")})
-    for i, r in enumerate(rows):
-        rec = {"id": i, "input": r["input"]}
-        if "options" in r:
-            rec.update(options=r["options"], gold_index=int(r["gold_index"]))
-        else:  # generation tasks: the gold answer is the record's `label` on the hub
-            rec["label"] = r["answer"]
-        if config == "Headline":
-            rec["class_id"] = questions.index(r["input"].rsplit("Question:", 1)[-1].strip())
-        out.append(rec)
-    return out
+    """Hub-shaped records: the fixtures already carry the hub's field names (`label` for the
+    generation tasks, `class_id` for Headline); a fresh running id as on the hub."""
+    return [{**r, "id": i} for i, r in enumerate(_draw(_fixture(_CONFIG_FIXTURE[config]), n, rng))]
 
 
 def _harness_rows(spec: HarnessRepo, config: str, split: str, n: int, rng: random.Random) -> list[dict]:

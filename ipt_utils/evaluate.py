@@ -33,13 +33,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import assets
+from . import assets, io
+from .eval_models import make_lm
 from .schema import HUB_PREFIX, resolve_path, spec
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 EVAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
 DATA_PLACEHOLDER = "__IPT_EVAL_DATA__"
 SUMMARY_COLUMNS = ["model_id", "arm", "tuned", "task", "metric", "value", "n"]
+# How the domain tasks are scored (part of every result's fingerprint: results scored by an
+# older rule are never reused); docs/EVALUATION.md describes the rules.
+SCORING = "adaptllm-1"
 log = logging.getLogger(__name__)
 MODEL_SETS = {"pretrain": ("03_pretrain", False), "instruct_tune": ("04_instruct_tune", True)}
 
@@ -269,7 +273,7 @@ def find_models(ctx, cfg: Params) -> list[ModelEntry]:
 
 def _fingerprint(ctx, cfg: Params, entry: ModelEntry) -> str:
     key = {"cfg": dataclasses.asdict(cfg), "model": assets.model_fingerprint(entry.pretrained),
-           "dtype": ctx.run.dtype, "device": ctx.device, "seed": ctx.seed}
+           "dtype": ctx.run.dtype, "device": ctx.device, "seed": ctx.seed, "scoring": SCORING}
     if hub_mirror_root() is not None:  # numbers over mirrors are never reused for the real data
         key["hub_mirror"] = str(hub_mirror_root())
     blob = json.dumps(key, sort_keys=True)
@@ -311,12 +315,18 @@ def _jsonable(obj):
 
 
 def evaluate_model(ctx, cfg: Params, entry: ModelEntry, tm, names: dict[str, str]) -> dict:
-    """Run lm-eval on one model; return its JSON-ready results dict (with the "ipt" block)."""
+    """Run lm-eval on one model; return its JSON-ready results dict (with the "ipt" block).
+
+    The model is ipt_utils.eval_models' wrapper of the harness backend, so the domain tasks
+    are scored by the authors' rules inside the harness's own batched calls; the inputs longer
+    than `max_length` it met are counted per task in the "ipt" block (`over_context`).
+    """
     import lm_eval
 
     t0 = time.time()
+    lm = make_lm(cfg.backend, model_args(ctx, cfg, entry), cfg.batch_size)
     out = lm_eval.simple_evaluate(
-        model=cfg.backend, model_args=model_args(ctx, cfg, entry), tasks=list(names.values()),
+        model=lm, tasks=list(names.values()),
         num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size, limit=cfg.limit or None,
         task_manager=tm, log_samples=False, bootstrap_iters=cfg.bootstrap_iters,
         random_seed=ctx.seed, numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed,
@@ -326,13 +336,15 @@ def evaluate_model(ctx, cfg: Params, entry: ModelEntry, tm, names: dict[str, str
         return {}
     out.pop("samples", None)
     res = _jsonable(dict(out))
+    canonical = {h: c for c, h in names.items()}
     res["ipt"] = {
         "model_id": entry.model_id, "arm": entry.arm, "tuned": entry.tuned, "source": entry.source,
         "model": entry.spec, "pretrained": entry.pretrained, "run": ctx.run_dir.name,
         "run_dir": str(ctx.run_dir), "profile": ctx.profile, "tasks": names,
         "offline_tasks": cfg.offline_tasks, "num_fewshot": cfg.num_fewshot, "limit": cfg.limit,
         "backend": cfg.backend, "device": ctx.device, "seconds": round(time.time() - t0, 2),
-        "fingerprint": _fingerprint(ctx, cfg, entry),
+        "fingerprint": _fingerprint(ctx, cfg, entry), "harness_version": lm_eval.__version__,
+        "scoring": SCORING, "over_context": {canonical.get(t, t): s for t, s in sorted(lm.stats().items())},
     }
     return res
 
@@ -371,8 +383,6 @@ def run_all(ctx, cfg: Params, models: list[ModelEntry]):
     """
     import pandas as pd
 
-    from . import io
-
     if not models:
         raise FileNotFoundError(
             f"no models to evaluate: nothing under {ctx.work_root}/03_pretrain/*/model or "
@@ -383,28 +393,42 @@ def run_all(ctx, cfg: Params, models: list[ModelEntry]):
     names = harness_task_names(cfg)
     tm = task_manager(cfg, include_dir, names.values())
     results_dir = ctx.stage_dir / "results"
-    rows, timings, reused = [], {}, []
+    rows, timings, reused, over, versions = [], {}, [], {}, set()
     for entry in models:
         path = results_dir / f"{entry.model_id}.json"
-        if path.exists():
-            old = io.read_json(path)
-            if old.get("ipt", {}).get("fingerprint") == _fingerprint(ctx, cfg, entry):
-                rows += summary_rows(old)
-                reused.append(entry.model_id)
-                continue
-        res = evaluate_model(ctx, cfg, entry, tm, names)
-        io.write_json(path, res)
-        timings[entry.model_id] = res["ipt"]["seconds"]
+        res = io.read_json(path) if path.exists() else {}
+        if res.get("ipt", {}).get("fingerprint") == _fingerprint(ctx, cfg, entry):
+            reused.append(entry.model_id)
+        else:
+            res = evaluate_model(ctx, cfg, entry, tm, names)
+            io.write_json(path, res)
+            timings[entry.model_id] = res["ipt"]["seconds"]
         rows += summary_rows(res)
+        over[entry.model_id] = over_context_counts(res)
+        versions.add(res["ipt"].get("harness_version", ""))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     with io.atomic_open(ctx.stage_dir / "summary.csv") as f:
         summary.to_csv(f, index=False)
     metrics = {
         "models": [m.model_id for m in models], "tasks": names, "offline_tasks": cfg.offline_tasks,
-        "reused": reused, "seconds_per_model": timings,
+        "reused": reused, "seconds_per_model": timings, "harness_version": sorted(versions),
+        "scoring": SCORING, "task_metrics": {n: TASKS[n].metric for n in cfg.tasks},
+        # multiple-choice inputs longer than max_length, per model and task: scored whole on
+        # the hf backend (as the authors), cut from the left on vllm (`truncated`)
+        "over_context": over,
         "headline": headline_table(summary).to_dict(orient="index") if len(summary) else {},
     }
+    long_ones = {m: t for m, t in over.items() if t}
+    if long_ones:
+        log.warning("inputs longer than max_length=%d (docs per task): %s", cfg.max_length, long_ones)
     return summary, metrics
+
+
+def over_context_counts(res: dict) -> dict[str, int]:
+    """{task: documents with an input longer than the context} of one results file (tasks
+    with none left out)."""
+    stats = res.get("ipt", {}).get("over_context", {})
+    return {t: s["docs_over_context"] for t, s in stats.items() if s.get("docs_over_context")}
 
 
 def headline_table(summary):

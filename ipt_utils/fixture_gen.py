@@ -1987,6 +1987,10 @@ def eval_domain(W: dict, pools, rng: random.Random) -> dict[str, list[dict]]:
     hq = {"up": "Does the news headline talk about price going up?",
           "down": "Does the news headline talk about price going down?",
           "future": "Does the news headline talk about a future price?"}
+    # class_id as on the hub (one per question, 0..8); ours cover 3 of the 9 questions, numbered
+    # in the order of the source data's label columns (price, up, constant, down, past price,
+    # future price, past event, future event, asset comparison): an assumption, unverified
+    hclass = {"up": 1, "down": 3, "future": 5}
     for i in range(N):
         m = W["market"][i % len(W["market"])]
         kind = rng.choice(["up", "down", "future"])
@@ -2002,7 +2006,8 @@ def eval_domain(W: dict, pools, rng: random.Random) -> dict[str, list[dict]]:
             truth = {"up": 0, "down": 0, "future": 1}
         qk = rng.choice([k for k, v in truth.items() if v == labels[i]])
         out["headline"].append({"id": f"headline-{i + 1:04d}", "input": f"Headline: {h}\nQuestion: {hq[qk]}",
-                                "options": ["No", "Yes"], "gold_index": labels[i]})
+                                "options": ["No", "Yes"], "gold_index": labels[i],
+                                "class_id": hclass[qk]})
 
     # convfinqa: numeric answers from a small table + text
     out["convfinqa"] = []
@@ -2021,7 +2026,7 @@ def eval_domain(W: dict, pools, rng: random.Random) -> dict[str, list[dict]]:
         else:
             q, a = f"what was the change in revenue from {c['y0']} to {c['y1']}?", f"{diff:.1f}"
         out["convfinqa"].append({"id": f"convfinqa-{i + 1:04d}",
-                                 "input": f"{intro}\n{table}\nQuestion: {q}\nAnswer:", "answer": a})
+                                 "input": f"{intro}\n{table}\nQuestion: {q}\nAnswer:", "label": a})
 
     # ner: person / organization / location
     out["ner"] = []
@@ -2040,9 +2045,9 @@ def eval_domain(W: dict, pools, rng: random.Random) -> dict[str, list[dict]]:
             s = f"Shareholders in {city} re-elected {c['ceo']} to the board of {c['name']} on Tuesday."
             ents = [(city, "location"), (c["ceo"], "person"), (c["name"], "organization")]
         out["ner"].append({"id": f"ner-{i + 1:04d}",
-                           "input": f"List the named entities in the sentence as \"entity, type\" items separated by \"; \" "
+                           "input": f"List the named entities in the sentence as \"entity (type)\" items separated by \", \" "
                                     f"(types: person, organization, location).\nSentence: {s}\nEntities:",
-                           "answer": "; ".join(f"{e}, {t}" for e, t in ents)})
+                           "label": ", ".join(f"{e} ({t})" for e, t in ents)})
     return out
 
 

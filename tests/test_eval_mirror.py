@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ipt_utils import assets, eval_mirror, evaluate, hub_mirror, schema
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import StageContext
 
 HARNESS_YAML = {  # canonical task -> its YAML in the installed harness
     "arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml",
@@ -210,13 +211,14 @@ def test_lm_eval_run_over_the_mirrors(mirror, local_cache, tiny_ctx, monkeypatch
     the hub twins and the harness's arc_easy and whole mmlu group, read from the mirrors."""
     root, _ = mirror
     monkeypatch.setenv(assets.HUB_MIRROR_ENV, str(root))
-    cfg = params(["arc_easy", "mmlu", "pubmedqa", "convfinqa", "ner"])
+    cfg = params(["arc_easy", "mmlu", "pubmedqa", "convfinqa", "ner", "headline"])
     t0 = time.time()
     summary, metrics = evaluate.run_all(tiny_ctx, cfg, evaluate.find_models(tiny_ctx, cfg))
     print(f"[eval_mirror] lm-eval run over the mirrors: {time.time() - t0:.1f}s")
     got = {(r.task, r.metric): r for r in summary.itertuples()}
     for key in (("arc_easy", "acc_norm"), ("mmlu", "acc"), ("pubmedqa", "acc"),
-                ("convfinqa", "numeric_match"), ("ner", "entity_f1")):
+                ("convfinqa", "numeric_match"), ("ner", "entity_f1"), ("headline", "subtask_weighted_f1"),
+                ("headline", "acc_sum_ll")):
         assert key in got and 0.0 <= got[key].value <= 1.0, key
     assert got[("arc_easy", "acc")].n == 2 and got[("mmlu", "acc")].n == 2 * 57
     res = json.loads((tiny_ctx.stage_dir / "results" / "pt-vanilla.json").read_text())

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from ipt_utils import assets, evaluate, schema
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import StageContext
 from ipt_utils.tasks import ipt_metrics as M
 
 
@@ -69,7 +70,10 @@ def test_offline_twins_on_tiny_models(tiny_run, monkeypatch):
     got = {(r.model_id, r.task, r.metric) for r in summary.itertuples()}
     for mid in ("pt-vanilla", "it-vanilla"):
         assert {(mid, "arc_easy", "acc"), (mid, "arc_easy", "acc_norm"), (mid, "chemprot", "micro_f1"),
-                (mid, "chemprot", "weighted_f1"), (mid, "chemprot", "acc")} <= got
+                (mid, "chemprot", "weighted_f1"), (mid, "chemprot", "acc"), (mid, "chemprot", "acc_sum_ll"),
+                (mid, "chemprot", "acc_char_norm")} <= got
+    assert metrics["over_context"] == {"pt-vanilla": {}, "it-vanilla": {}}  # short prompts
+    assert metrics["harness_version"] and metrics["task_metrics"]["chemprot"] == "micro_f1"
     assert set(summary.n) == {6} and summary.value.between(0, 1).all()
     # micro-F1 equals accuracy for single-label classification
     ch = summary[(summary.model_id == "pt-vanilla") & (summary.task == "chemprot")].set_index("metric").value
@@ -78,6 +82,7 @@ def test_offline_twins_on_tiny_models(tiny_run, monkeypatch):
     assert res["ipt"]["model_id"] == "pt-vanilla" and res["ipt"]["tuned"] is False
     assert res["ipt"]["tasks"] == {"arc_easy": "ipt_arc_easy", "chemprot": "ipt_chemprot"}
     assert "acc_norm,none" in res["results"]["ipt_arc_easy"] and res["n-shot"]["ipt_arc_easy"] == 0
+    assert res["ipt"]["over_context"]["chemprot"]["requests"] == 6 * 3 and res["ipt"]["scoring"] == evaluate.SCORING
     assert (ctx.stage_dir / "summary.csv").exists() and metrics["headline"]["pt-vanilla"]["chemprot"] >= 0
     # a second run with the same settings reuses the results files
     _, again = evaluate.run_all(ctx, cfg, models)
@@ -151,34 +156,138 @@ def test_micro_and_weighted_f1_by_hand():
     assert M.weighted_f1([]) == 0.0 and M.micro_f1([]) == 0.0
 
 
-def test_process_domain_mc():
-    doc = {"input": "x", "options": ["a", "bbbbbbbbbbbbbbbb"], "gold_index": 1}
-    r = M.process_domain_mc(doc, [(-3.0, False), (-4.0, False)])
-    assert r["acc"] == 0.0 and r["acc_norm"] == 1.0 and r["micro_f1"] == (1, 0)
+def score(lls, n_tokens):
+    """Option scores as ipt_utils.eval_models returns them."""
+    from ipt_utils.eval_models import OptionScore
+
+    return [OptionScore(ll, False, n) for ll, n in zip(lls, n_tokens)]
 
 
-def test_numeric_match_tolerance():
-    assert M.numeric_match("The answer is 12.344", "12.34") == 1.0
-    assert M.numeric_match("12.36", "12.34") == 0.0
-    assert M.numeric_match("$1,234.5 million", "1234.5") == 1.0
-    assert M.numeric_match("-5.2%", "-5.2") == 1.0
-    assert M.numeric_match("(3.1)", "-3.1") == 1.0
-    assert M.numeric_match("no idea", "3") == 0.0
-    assert M.process_convfinqa({"answer": "0.25"}, ["0.251\n"])["numeric_match"] == 1.0
+def test_option_with_lowest_mean_loss_per_answer_token():
+    """Options of different token lengths: summed log-likelihood prefers the short option, the
+    authors' rule (mean NLL per answer token: 3/1 = 3.0 vs 4/4 = 1.0) the long one."""
+    doc = {"input": "x", "options": ["No", "Maybe"], "gold_index": 1}
+    r = M.process_domain_mc(doc, score([-3.0, -4.0], [1, 4]))
+    assert r["acc"] == 1.0 and r["micro_f1"] == (1, 1) == r["weighted_f1"]
+    assert r["acc_sum_ll"] == 0.0  # -3 > -4
+    assert r["acc_char_norm"] == 1.0  # -3/3 < -4/6 (' No', ' Maybe')
+    # same token counts: the rules agree
+    same = M.process_domain_mc(doc, score([-3.0, -4.0], [2, 2]))
+    assert same["acc"] == same["acc_sum_ll"] == 0.0
+    # ties go to the first option (torch.argmin's choice)
+    assert M.choose_option([-2.0, -4.0], [1, 2]) == 0
+    with pytest.raises(ValueError, match="answer-token count"):
+        M.process_domain_mc(doc, [(-3.0, False), (-4.0, False)])  # a plain harness result
 
 
-def test_entity_f1():
-    gold = M.parse_entities("Apple Inc, organization; Tim Cook, person")
-    assert gold == {"apple inc, organization", "tim cook, person"}
-    pred = M.parse_entities("apple inc ,organization\nCupertino, location")
-    items = [(gold, pred), (M.parse_entities("X Corp, organization"), M.parse_entities("X Corp, organization"))]
-    # tp=2, pred=3, gold=3
-    assert M.entity_f1(items) == pytest.approx(2 / 3)
-    assert M.entity_f1([(set(), set())]) == 0.0
-    fx = M.parse_entities("Quentin Jaliselli (person); Varum Corp (organization)")  # fixture spelling
-    assert M.entity_f1([(fx, M.parse_entities("varum corp (organization)"))]) == pytest.approx(2 / 3)
-    r = M.process_ner({"answer": "Tim Cook, person"}, ["Tim Cook, person\n\nmore text"])
-    assert M.entity_f1([r["entity_f1"]]) == 1.0
+@pytest.mark.parametrize("pred,gold,expected", [
+    ("25.7", "25.7", 1.0),
+    ("25.704", "25.7", 1.0),  # within the absolute tolerance 1e-2
+    ("25.72", "25.7", 0.0),
+    ("25.7%", "25.7", 0.0),  # '%' divides by 100: 0.257
+    ("25.7%", "25.7%", 1.0),
+    ("50%%", "0.005", 1.0),  # each '%' divides
+    ("The answer is 1,234.5 million", "1234.5", 1.0),  # thousands separator
+    ("$1,000", "1000", 1.0),
+    ("1,23", "23", 1.0),  # not a thousands group: two numbers, 1 and 23
+    ("(12)", "-12", 0.0),  # parentheses are no sign
+    ("(12)", "12", 1.0),
+    ("-12", "-12", 1.0),
+    ("+3", "3", 1.0),
+    ("- 5", "-5", 0.0),  # a sign must touch its digits
+    ("1e3", "1000", 1.0),
+    (".5", "0.5", 1.0),
+    ("07", "7", 0.0),  # an integer with a leading zero does not evaluate in the authors' code
+    ("from 2022 to 2023 revenue rose 15.1", "15.1", 1.0),  # any number of the line
+    ("15.1\n25.7", "25.7", 0.0),  # only the first line
+    ("\n25.7", "25.7", 0.0),  # an empty first line
+    ("", "5", 0.0),
+    ("no idea", "3", 0.0),
+    ("6", "5 or 6", 0.0),  # the gold's first number only
+    ("0.004", "0", 1.0),
+    ("0.02", "0", 0.0),
+])
+def test_convfinqa_rule(pred, gold, expected):
+    assert M.convfinqa_match(pred, gold) == expected
+
+
+def test_convfinqa_numbers_and_doc():
+    assert M.first_line_numbers("-3.5% and 1,000,000 then 2.5e-1\nlater 9") == pytest.approx([-0.035, 1e6, 0.25])
+    assert M.first_line_numbers("1.2.3") == pytest.approx([1.2, 0.3])
+    doc = {"id": 0, "input": "...\nAnswer:", "label": "25.7"}  # hub shape: gold in `label`
+    assert M.process_convfinqa(doc, ["25.705"])["numeric_match"] == 1.0
+    assert M.process_convfinqa(doc, ["25.71"])["numeric_match"] == 0.0  # 0.0100000000000016 > 1e-2 in floats
+    assert M.process_convfinqa(doc, ["3.0"])["numeric_match"] == 0.0
+    assert M.process_convfinqa({"label": ["4.5", "9"]}, ["4.5"])["numeric_match"] == 1.0  # list: first
+
+
+GOLD_NER = "Quentin Jaliselli (person), Varum Corp (organization), Heloford (location)"
+
+
+def test_ner_entities_are_the_word_before_a_type():
+    assert M.parse_entities(GOLD_NER) == [("Jaliselli", "person"), ("Corp", "organization"),
+                                          ("Heloford", "location")]
+    # repeats count once; no "(type)" -> nothing; two spaces keep one in the name; a type is one word
+    assert M.parse_entities("Ralaron Corp (organization), Istar Corp (organization)") == [("Corp", "organization")]
+    assert M.parse_entities("Quentin Jaliselli, person; Heloford, location") == []
+    assert M.parse_entities("Heloford  (location)") == [("Heloford ", "location")]
+    assert M.parse_entities("New York (big city)") == []
+    assert M.parse_entities("") == [] and M.parse_entities(None) == []
+
+
+@pytest.mark.parametrize("pred,expected", [
+    (GOLD_NER, 1.0),
+    ("Jaliselli (person), Varum Corp (organization), Heloford (location)", 1.0),  # last words match
+    # name right, type wrong: half credit each way. gold Jaliselli: text 1 (pred 1); gold Corp:
+    # type 1 (pred 1 has a name and type organization); gold Heloford: nothing.
+    # correct 2, predicted 2*1, possible 2*3: P=1, R=1/3 -> F1 0.5
+    ("Quentin Jaliselli (organization)", 0.5),
+    # two spaces: name "Heloford " is no text match; type credit only: correct 1, P=1/2, R=1/6 -> 0.25
+    ("Heloford  (location)", 0.25),
+    ("", 0.0),
+    ("Quentin Jaliselli, person", 0.0),
+])
+def test_ner_f1_per_example(pred, expected):
+    r = M.process_ner({"id": 0, "input": "Entities:", "label": GOLD_NER}, [pred])
+    assert r["entity_f1"] == pytest.approx(expected)
+
+
+def test_ner_first_match_rule_and_average():
+    # gold Apple: the FIRST prediction matching either way decides (Google: type only) ->
+    # correct 1, predicted 4, possible 2: P=1/4, R=1/2 -> F1 1/3
+    assert M.entity_f1_one([("Apple", "org")], [("Google", "org"), ("Apple", "org")]) == pytest.approx(1 / 3)
+    assert M.entity_f1_one([], []) == 0.0 and M.entity_f1_one([("A", "x")], []) == 0.0
+    # the task's F1 is the mean of the examples' F1s (not pooled)
+    cfg = yaml.safe_load((evaluate.TASKS_DIR / "_domain_ner.yaml").read_text().replace("!function", ""))
+    assert cfg["metric_list"] == [{"metric": "entity_f1", "aggregation": "mean", "higher_is_better": True}]
+    assert cfg["generation_kwargs"]["until"] == ["\n"] and cfg["generation_kwargs"]["max_gen_toks"] == 100
+    conv = yaml.safe_load((evaluate.TASKS_DIR / "_domain_convfinqa.yaml").read_text().replace("!function", ""))
+    assert conv["generation_kwargs"]["max_gen_toks"] == 100
+
+
+def test_headline_weighted_f1_per_class_over_nine():
+    doc = {"input": "Headline: Gold up\nQuestion: Does the news headline talk about price going up?",
+           "options": ["No", "Yes"], "gold_index": 1, "class_id": 4}
+    assert M.process_headline(doc, score([-2.0, -1.0], [1, 1]))["subtask_weighted_f1"] == (4, 1, 1)
+    with pytest.raises(KeyError, match="class_id"):
+        M.process_headline({k: v for k, v in doc.items() if k != "class_id"}, score([-2.0, -1.0], [1, 1]))
+    # class 0: golds 1,1,0,0 / preds 1,0,0,0 -> F1(1)=2/3, F1(0)=0.8, weighted (2*2/3+2*0.8)/4 = 11/15;
+    # class 1: label 1 never predicted -> 0; classes 2..8 have no documents -> 0; mean over 9
+    items = [(0, 1, 1), (0, 1, 0), (0, 0, 0), (0, 0, 0), (1, 1, 0), (1, 1, 0)]
+    assert M.subtask_weighted_f1(items) == pytest.approx(11 / 15 / 9)
+    assert M.subtask_weighted_f1([(c, 1, 1) for c in range(9)]) == 1.0
+    assert M.subtask_weighted_f1([]) == 0.0
+    assert evaluate.TASKS["headline"].metric == "subtask_weighted_f1"
+
+
+def test_generation_gold_is_the_label_field():
+    assert M.gen_target({"label": "25.7"}) == "25.7"
+    assert M.gen_target({"label": ["4.5", "4.50"]}) == "4.5"  # a list of golds: the first
+    with pytest.raises(KeyError, match="no 'label'"):
+        M.gen_target({"input": "x", "answer": "0.25"})
+    for base in ("_domain_convfinqa.yaml", "_domain_ner.yaml"):
+        cfg = yaml.safe_load((evaluate.TASKS_DIR / base).read_text().replace("!function", ""))
+        assert cfg["doc_to_target"].strip() == "ipt_metrics.gen_target", base
 
 
 def test_profile_sections_validate():
@@ -186,37 +295,6 @@ def test_profile_sections_validate():
         section = yaml.safe_load(p.read_text())["evaluate"]
         cfg = schema.validate(evaluate.Params, section, source=str(p), prefix="evaluate")
         assert set(cfg.tasks) <= set(evaluate.TASKS)
-
-
-def test_headline_mean_over_subtasks():
-    doc = {"input": "Headline: Gold up\nQuestion: Does the news headline talk about price going up?",
-           "options": ["No", "Yes"], "gold_index": 1}
-    scores = M.process_headline(doc, [(-2.0, False), (-1.0, False)])
-    assert scores["subtask_weighted_f1"] == ("does the news headline talk about price going up?", 1, 1)
-    # sub-task a: perfect (F1 1.0); sub-task b: all wrong (0.0) -> mean 0.5, whatever the sizes
-    items = [("a", 1, 1), ("a", 0, 0), ("a", 1, 1), ("a", 0, 0), ("b", 1, 0)]
-    assert M.subtask_weighted_f1(items) == pytest.approx(0.5)
-    assert M.weighted_f1([(g, p) for _, g, p in items]) != pytest.approx(0.5)  # pooled differs
-    assert M.subtask_weighted_f1([]) == 0.0
-    assert evaluate.TASKS["headline"].metric == "subtask_weighted_f1"
-
-
-def test_hub_generation_gold_is_the_label_field():
-    """AdaptLLM's ConvFinQA/NER records carry their gold answer in `label` (no `answer`); the
-    offline fixtures keep `answer`. Both twins' target and metric read the right one."""
-    conv = {"id": 0, "input": "...\nAnswer:", "label": "25.7"}
-    assert M.gen_target(conv) == "25.7"
-    assert M.process_convfinqa(conv, ["25.71\n"])["numeric_match"] == 1.0
-    assert M.process_convfinqa(conv, ["3.0"])["numeric_match"] == 0.0
-    ner = {"id": 0, "input": "Entities:", "label": "Tim Cook, person; Apple Inc, organization"}
-    assert M.entity_f1([M.process_ner(ner, ["Tim Cook, person; Apple Inc, organization"])["entity_f1"]]) == 1.0
-    assert M.gen_target({"label": ["4.5", "4.50"]}) == "4.5"  # a list of golds: the first
-    assert M.gen_target({"input": "x", "answer": "0.25"}) == "0.25"  # offline fixtures
-    with pytest.raises(KeyError, match="neither 'label' nor 'answer'"):
-        M.gen_target({"input": "x"})
-    for base in ("_domain_convfinqa.yaml", "_domain_ner.yaml"):
-        cfg = yaml.safe_load((evaluate.TASKS_DIR / base).read_text().replace("!function", ""))
-        assert cfg["doc_to_target"].strip() == "ipt_metrics.gen_target", base
 
 
 def test_hub_twins_load_adaptllm_sets_by_config_name():
@@ -230,12 +308,3 @@ def test_hub_twins_load_adaptllm_sets_by_config_name():
         assert config in eval_mirror.ADAPTLLM[repo] and "dataset_kwargs" not in cfg, name
     assert eval_mirror.ADAPTLLM["AdaptLLM/finance-tasks"]["ConvFinQA"] == "ConviFinQA"
     assert set(eval_mirror.DOMAIN) == {n for n, t in evaluate.TASKS.items() if t.domain != "general"}
-
-
-def test_headline_subtask_is_the_class_id_when_present():
-    doc = {"input": "Headline: Gold up\nQuestion: Does the news headline talk about price going up?",
-           "options": ["No", "Yes"], "gold_index": 1, "class_id": 4}
-    assert M.process_headline(doc, [(-2.0, False), (-1.0, False)])["subtask_weighted_f1"] == (4, 1, 1)
-    doc["class_id"] = None  # offline fixtures have no class_id: the question text groups them
-    assert M.process_headline(doc, [(-2.0, False), (-1.0, False)])["subtask_weighted_f1"][0] == \
-        "does the news headline talk about price going up?"

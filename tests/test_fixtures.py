@@ -237,16 +237,18 @@ def test_eval_domain_schemas():
     for t in fg.DOMAIN_MC_TASKS:
         rows = load(f"eval/{t}.jsonl")
         for r in rows:
-            assert list(r) == ["id", "input", "options", "gold_index"], t
+            # hub field names; Headline rows also carry their question's class_id (0..8)
+            assert list(r) == ["id", "input", "options", "gold_index"] + (["class_id"] if t == "headline" else []), t
+            assert t != "headline" or r["class_id"] in range(9)
             assert len(r["options"]) >= 2 and len(set(r["options"])) == len(r["options"])
             assert isinstance(r["gold_index"], int) and 0 <= r["gold_index"] < len(r["options"])
         _balanced([r["gold_index"] for r in rows], len(rows[0]["options"]))
         assert len({r["id"] for r in rows}) == len(rows)
     for t in fg.DOMAIN_GEN_TASKS:
         for r in load(f"eval/{t}.jsonl"):
-            assert list(r) == ["id", "input", "answer"]
+            assert list(r) == ["id", "input", "label"]  # the hub keeps the gold answer in `label`
     for r in load("eval/convfinqa.jsonl"):
-        float(r["answer"])
+        float(r["label"])
 
 
 def test_eval_items_grounded_in_corpus():
@@ -262,7 +264,12 @@ def test_eval_items_grounded_in_corpus():
 
 
 def test_ner_answer_format():
-    """"entity, type; entity, type" as parsed by ipt_utils/tasks/ipt_metrics.parse_entities."""
+    """"entity (type), entity (type)": every item is one entity for ipt_metrics.parse_entities."""
+    from ipt_utils.tasks.ipt_metrics import parse_entities
+
     for r in load("eval/ner.jsonl"):
-        items = r["answer"].split("; ")
-        assert items and all(i.rsplit(", ", 1)[1] in ("person", "organization", "location") for i in items)
+        items = r["label"].split(", ")
+        assert items and all(i.rsplit(" (", 1)[1][:-1] in ("person", "organization", "location") for i in items)
+        # the authors' reading: the last word of each name; repeats ("Ralaron Corp", "Istar Corp") count once
+        words = [(i.rsplit(" (", 1)[0].split()[-1], i.rsplit(" (", 1)[1][:-1]) for i in items]
+        assert parse_entities(r["label"]) == list(dict.fromkeys(words))

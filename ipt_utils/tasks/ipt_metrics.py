@@ -4,12 +4,16 @@ lm-eval loads this file by path (`!function ipt_metrics.NAME` in a YAML next to 
 must stay standalone: standard library only, no package-relative imports. It is also
 importable as `ipt_utils.tasks.ipt_metrics` for tests.
 
-Domain multiple-choice tasks (AdaptLLM format {"input","options","gold_index"}) are scored
-by option log-likelihood [docs/PAPER.md §6]; `process_domain_mc` returns per-doc acc/acc_norm and
-(gold, pred) pairs that the corpus-level F1 aggregations below consume.
+The domain tasks are scored by the rules of the authors' AdaptLLM benchmark code
+(docs/EVALUATION.md): multiple choice by the lowest mean loss per answer token
+(`process_domain_mc`, per-doc accuracies and (gold, pred) pairs for the corpus-level F1
+aggregations below), Headline by weighted F1 per class_id averaged over its 9 classes,
+ConvFinQA by any number of the prediction's first line matching the gold's first number,
+NER by per-example nereval-style F1 over "word (type)" entities.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 
@@ -62,123 +66,139 @@ def weighted_f1(items) -> float:
 
 
 # ---------------------------------------------------------------- multiple choice
+# The authors' rule (AdaptLLM benchmark code): the prediction is the option whose ' ' + option
+# has the lowest mean negative log-likelihood per answer token. The harness gives summed
+# log-likelihoods; ipt_utils.eval_models adds the answer-token count of each (`n_tokens`).
 
 def _lls(results):
     return [float(r[0]) if isinstance(r, (tuple, list)) else float(r) for r in results]
 
 
+def _answer_tokens(results) -> list[int]:
+    counts = [getattr(r, "n_tokens", None) for r in results]
+    if any(c is None for c in counts):
+        raise ValueError("domain multiple choice needs the answer-token count of every option "
+                         "(ipt_utils.eval_models adds it): run these tasks through ipt_utils.evaluate")
+    return [max(1, int(c)) for c in counts]
+
+
 def _argmax(xs):
-    return max(range(len(xs)), key=lambda i: xs[i])
+    return max(range(len(xs)), key=lambda i: xs[i])  # ties: the first option, as torch.argmin
+
+
+def choose_option(lls, n_tokens) -> int:
+    """Index of the option with the lowest mean NLL per answer token."""
+    return _argmax([ll / n for ll, n in zip(lls, n_tokens)])
 
 
 def process_domain_mc(doc, results):
-    """Per-doc scores for {"input","options","gold_index"} docs scored by option likelihood."""
+    """Per-doc scores for {"input","options","gold_index"} docs.
+
+    acc / micro_f1 / weighted_f1 use the authors' choice (mean NLL per answer token);
+    acc_sum_ll (summed log-likelihood) and acc_char_norm (divided by the characters of
+    ' ' + option) are kept beside it for comparison.
+    """
     lls = _lls(results)
     gold = int(doc["gold_index"])
-    pred = _argmax(lls)
-    lens = [max(1.0, float(len(" " + str(o)))) for o in doc["options"]]
-    pred_norm = _argmax([ll / n for ll, n in zip(lls, lens)])
+    pred = choose_option(lls, _answer_tokens(results))
+    chars = [max(1.0, float(len(" " + str(o)))) for o in doc["options"]]
     return {
         "acc": float(pred == gold),
-        "acc_norm": float(pred_norm == gold),
+        "acc_sum_ll": float(_argmax(lls) == gold),
+        "acc_char_norm": float(_argmax([ll / n for ll, n in zip(lls, chars)]) == gold),
         "micro_f1": (gold, pred),
         "weighted_f1": (gold, pred),
     }
 
 
-def headline_subtask(text: str) -> str:
-    """Headline's 9 sub-tasks are its 9 yes/no questions: the text after the last 'Question:'."""
-    return text.rsplit("Question:", 1)[-1].strip().lower() if "Question:" in text else ""
+HEADLINE_CLASSES = 9  # the hub's Headline class_id values 0..8 (one yes/no question each)
 
 
 def process_headline(doc, results):
-    """Sub-task = the hub record's `class_id` (0..8) when it has one, else its question text."""
+    """Headline rows carry `class_id` (which of the 9 questions); scored per class."""
+    if doc.get("class_id") is None:
+        raise KeyError(f"Headline doc without 'class_id' (fields: {sorted(doc)})")
     scores = process_domain_mc(doc, results)
-    sub = doc.get("class_id")
-    sub = headline_subtask(doc["input"]) if sub is None else int(sub)
-    scores["subtask_weighted_f1"] = (sub, scores["micro_f1"][0], scores["micro_f1"][1])
+    scores["subtask_weighted_f1"] = (int(doc["class_id"]),) + scores["micro_f1"]
     return scores
 
 
-def subtask_weighted_f1(items) -> float:
-    """Mean over sub-tasks of each sub-task's weighted F1 (the paper's Headline metric)."""
-    by_task: dict = {}
-    for task, gold, pred in items:
-        by_task.setdefault(task, []).append((gold, pred))
-    if not by_task:
-        return 0.0
-    return sum(weighted_f1(v) for v in by_task.values()) / len(by_task)
+def subtask_weighted_f1(items, n_classes: int = HEADLINE_CLASSES) -> float:
+    """The authors' Headline metric: weighted F1 within each class_id, averaged over all
+    `n_classes` ids (a class with no documents scores 0)."""
+    by_class: dict = {}
+    for cls, gold, pred in items:
+        by_class.setdefault(int(cls), []).append((gold, pred))
+    return sum(weighted_f1(by_class.get(c, [])) for c in range(n_classes)) / n_classes
 
 
-# ---------------------------------------------------------------- generation
+# ---------------------------------------------------------------- generation: ConvFinQA
+# A number as the authors' regex finds one: sign, optional leading '.', digits with optional
+# thousands groups, decimals, exponent, then any '%' signs (each one divides by 100).
+_NUMBER = re.compile(r"[-+]?\.?\d+(?:,\d\d\d)*\.?\d*(?:[eE][-+]?\d+)?%*")
+_LEADING_ZERO_INT = re.compile(r"[-+]?0+[1-9]\d*")
 
-_NUM = re.compile(r"[-+]?\(?\$?\s*\d[\d,]*\.?\d*\s*%?\)?|[-+]?\.\d+")
 
-
-def parse_number(text):
-    """First number in `text` (commas, $, % stripped; '(12)' read as -12); None if none."""
-    if text is None:
-        return None
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = _NUM.search(str(text))
-    if not m:
-        return None
-    s = m.group(0)
-    neg = s.strip().startswith("(") and s.strip().endswith(")")
-    s = re.sub(r"[\s$,%()+]", "", s)
+def _number_value(token: str) -> float:
+    """Value of one matched number; inf where the authors' evaluation of it fails (e.g. '1.2.'
+    or an integer with a leading zero such as '07', which is no Python literal)."""
+    body = token.rstrip("%").replace(",", "")
+    if _LEADING_ZERO_INT.fullmatch(body):
+        return math.inf
     try:
-        v = float(s)
+        value = float(body)
     except ValueError:
-        return None
-    return -abs(v) if neg else v
+        return math.inf
+    return value / 100 ** (len(token) - len(token.rstrip("%")))
 
 
-def numeric_match(pred, gold, tol: float = 1e-2) -> float:
-    """1.0 if the first number of `pred` is within `tol` (absolute) of `gold`'s number."""
-    p, g = parse_number(pred), parse_number(gold)
-    if p is None or g is None:
+def first_line_numbers(text) -> list[float]:
+    """Every number in the first line of `text` ('%' = /100; commas are thousands separators;
+    '(12)' is 12: parentheses are no sign)."""
+    line = str(text or "").split("\n")[0].strip()
+    return [_number_value(m) for m in _NUMBER.findall(line)]
+
+
+def convfinqa_match(pred, gold, tol: float = 1e-2) -> float:
+    """1.0 when any number in the first line of `pred` is within `tol` (absolute) of the first
+    number of `gold`."""
+    golds, preds = first_line_numbers(gold), first_line_numbers(pred)
+    if not golds or not preds:
         return 0.0
-    return float(abs(p - g) <= tol + 1e-12)
+    return float(any(math.isclose(p, golds[0], abs_tol=tol) for p in preds))
 
 
-def _norm(s: str) -> str:
-    return re.sub(r"\s+", " ", s.strip().strip(".").lower())
+# ---------------------------------------------------------------- generation: NER
+# An entity is the last word before a parenthesised type: "Heloford (location)" ->
+# ("Heloford", "location"); "Varum Corp (organization)" -> ("Corp", "organization").
+_ENTITY = re.compile(r"(\S+\s+)(\(\S+\))")
 
 
-def parse_entities(text) -> set:
-    """Entities as a set of normalised items, e.g. "Varum Corp (organization); Heloford (location)".
-
-    Items are separated by ';' or newlines; each item is compared as a normalised string
-    (lower case, collapsed whitespace, ', ' spacing), so any "name + type" spelling works as
-    long as gold and prediction use the same one (the prompt's demonstrations fix it).
-    """
-    if not text:
-        return set()
-    if isinstance(text, (list, tuple)):
-        raw = [str(t) for t in text]
-    else:
-        raw = re.split(r"[;\n]", str(text))
-    out = set()
-    for item in raw:
-        item = _norm(item)
-        if item:
-            out.add(re.sub(r"\s*,\s*", ", ", item))
+def parse_entities(text) -> list[tuple[str, str]]:
+    """(name, type) pairs in order of appearance, repeats dropped."""
+    out: list[tuple[str, str]] = []
+    for word, typ in _ENTITY.findall(str(text or "")):
+        ent = (word[:-1] if len(word) > 1 else "", typ[1:-1] if len(typ) > 2 else "")
+        if ent not in out:
+            out.append(ent)
     return out
 
 
-def entity_f1(items) -> float:
-    """Micro F1 over (predicted, gold) entity sets pooled across docs."""
-    tp = n_pred = n_gold = 0
-    for gold, pred in items:
-        gold, pred = set(gold), set(pred)
-        tp += len(gold & pred)
-        n_pred += len(pred)
-        n_gold += len(gold)
-    if tp == 0:
-        return 0.0
-    precision, recall = tp / n_pred, tp / n_gold
-    return 2 * precision * recall / (precision + recall)
+def entity_f1_one(gold, pred) -> float:
+    """nereval-style F1 of one example: each gold entity earns half credit for an exact name
+    and half for its type on an entity with a name (both from the FIRST prediction that
+    matches either way; a prediction may serve several gold entities)."""
+    correct = 0
+    for g_name, g_type in gold:
+        for p_name, p_type in pred:
+            text_ok = g_name == p_name
+            type_ok = g_type == p_type and bool(g_name) and bool(p_name)
+            if text_ok or type_ok:
+                correct += text_ok + type_ok
+                break
+    precision = correct / (2 * len(pred)) if pred else 0.0
+    recall = correct / (2 * len(gold)) if gold else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
 def _first(results):
@@ -187,24 +207,23 @@ def _first(results):
 
 
 def gen_target(doc) -> str:
-    """Gold answer of a generation doc: `label` in the AdaptLLM hub files (a string, or a list
-    whose first item is the answer), `answer` in the offline fixtures."""
-    for key in ("label", "answer"):
-        value = doc.get(key)
-        if isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if value is not None:
-            return str(value)
-    raise KeyError(f"generation doc has neither 'label' nor 'answer' (fields: {sorted(doc)})")
+    """Gold answer of a generation doc: its `label` (a string, or a list whose first item is
+    the answer), as in the AdaptLLM hub files and our offline twins."""
+    value = doc.get("label")
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if value is None:
+        raise KeyError(f"generation doc has no 'label' (fields: {sorted(doc)})")
+    return str(value)
 
 
 def process_convfinqa(doc, results):
-    return {"numeric_match": numeric_match(_first(results), gen_target(doc))}
+    return {"numeric_match": convfinqa_match(_first(results), " " + gen_target(doc))}
 
 
 def process_ner(doc, results):
-    pred = _first(results).split("\n\n")[0]
-    return {"entity_f1": (tuple(sorted(parse_entities(gen_target(doc)))), tuple(sorted(parse_entities(pred))))}
+    gold = parse_entities(" " + gen_target(doc))
+    return {"entity_f1": entity_f1_one(gold, parse_entities(_first(results)))}
 
 
 def mean(items) -> float:
