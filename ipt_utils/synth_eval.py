@@ -1,10 +1,13 @@
-"""Evaluation of the synthesizer (paper Table 5 shape): does it write answerable pairs?
+"""Evaluation of the synthesizer (paper Table 5): how well does it answer the gold instructions?
 
-For held-out contexts of seen and unseen datasets, each model generates pairs
-(zero-shot and few-shot prompts, built with the format core exactly as in synthesis).
-Generated instructions are matched to gold instructions by token F1; for matched
-pairs the response is scored against the gold answer (token F1 and exact match).
-Pair yield and the parse-failure rate come from the same parse as in stage 02.
+The paper's measure (`response_f1`): for each gold pair of a held-out context, the
+synthesizer is prompted with the context, the gold pairs before it and the gold instruction
+(markup exactly as in synthesis, zero-shot and few-shot), and its response is scored against
+the gold response by SQuAD-style token F1 (`response_f1`, `response_em`), averaged over the
+gold pairs. A second, own-questions measure (`own_*`) lets it write its own pairs from the
+context alone: each gold pair is matched to its most similar generated instruction (token F1
+>= 0.5) and the matched response scored; pair yield and the parse-failure rate come from the
+same parse as in stage 02.
 """
 from __future__ import annotations
 
@@ -12,13 +15,16 @@ import re
 import string
 from collections import Counter
 
+from . import io, synthesize
+from .format import ANS, END, EOS, QUE, build_prompt, parse_pairs_with_stats, render_pairs
+
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize(text: str) -> str:
-    """SQuAD-style answer normalisation: lower, drop punctuation and articles, squeeze spaces."""
-    text = _ARTICLES.sub(" ", _PUNCT.sub(" ", text.lower()))
+    """SQuAD answer normalisation: lower case, punctuation deleted, articles dropped, spaces squeezed."""
+    text = _ARTICLES.sub(" ", _PUNCT.sub("", text.lower()))
     return " ".join(text.split())
 
 
@@ -37,11 +43,36 @@ def exact_match(pred: str, gold: str) -> float:
     return float(normalize(pred) == normalize(gold))
 
 
+# --------------------------------------------------------------------------- gold instructions
+
+def instruction_suffix(pairs, k: int) -> str:
+    """What follows the context in the prompt for gold pair k: the gold pairs before it, then
+    its instruction and the answer marker (the synthesizer writes the response)."""
+    before = render_pairs(pairs[:k])
+    return (before + "\n\n" if before else "") + f"{QUE} {pairs[k][0]} {ANS}"
+
+
+def response_text(generated: str) -> str:
+    """The response the synthesizer wrote: its text up to the first end marker (</END>, </s>
+    or a next <QUE>)."""
+    cut = min((i for i in (generated.find(m) for m in (END, EOS, QUE)) if i >= 0), default=len(generated))
+    return generated[:cut].strip()
+
+
+def score_responses(responses: list[str], gold) -> dict:
+    """Sums over one context's gold pairs of the response F1 / exact match."""
+    return {"gold": len(gold),
+            "f1_sum": sum(token_f1(r, g.response) for r, g in zip(responses, gold)),
+            "em_sum": sum(exact_match(r, g.response) for r, g in zip(responses, gold))}
+
+
+# --------------------------------------------------------------------------- own questions
+
 def score_context(generated, gold, match_threshold: float = 0.5) -> dict:
     """Match each gold pair to its most similar generated instruction (each used once).
 
     Returns counts and sums so contexts can be aggregated without bias to short ones.
-    Unmatched gold pairs score 0 in the recall-style `response_f1_all`.
+    Unmatched gold pairs score 0 in the recall-style `own_response_f1_all`.
     """
     used: set[int] = set()
     matched, f1_sum, em_sum = 0, 0.0, 0.0
@@ -62,19 +93,23 @@ def score_context(generated, gold, match_threshold: float = 0.5) -> dict:
             "f1_sum": f1_sum, "em_sum": em_sum}
 
 
-def aggregate(rows: list[dict], n_items: int, n_failed: int) -> dict:
-    """Scores of one (model, prompt, split) cell from per-context rows and parse counts."""
-    gold = sum(r["gold"] for r in rows)
-    matched = sum(r["matched"] for r in rows)
-    f1 = sum(r["f1_sum"] for r in rows)
+def aggregate(answered: list[dict], own: list[dict], n_items: int, n_failed: int) -> dict:
+    """Scores of one (model, prompt, split) cell: `answered` holds score_responses rows (the
+    paper's measure), `own` score_context rows and the parse counts (the own-questions measure)."""
+    gold = sum(r["gold"] for r in answered)
+    own_gold = sum(r["gold"] for r in own)
+    matched = sum(r["matched"] for r in own)
+    own_f1 = sum(r["f1_sum"] for r in own)
     return {
-        "contexts": len(rows),
-        "pairs_per_context": sum(r["generated"] for r in rows) / max(len(rows), 1),
-        "instruction_match_rate": matched / max(gold, 1),
-        "response_f1_matched": f1 / matched if matched else 0.0,
-        "response_em_matched": sum(r["em_sum"] for r in rows) / matched if matched else 0.0,
-        "response_f1_all": f1 / max(gold, 1),
-        "parse_failure_rate": n_failed / n_items if n_items else 0.0,
+        "contexts": len(answered),
+        "gold_pairs": gold,
+        "response_f1": sum(r["f1_sum"] for r in answered) / gold if gold else 0.0,
+        "response_em": sum(r["em_sum"] for r in answered) / gold if gold else 0.0,
+        "own_pairs_per_context": sum(r["generated"] for r in own) / max(len(own), 1),
+        "own_instruction_match_rate": matched / max(own_gold, 1),
+        "own_response_f1_matched": own_f1 / matched if matched else 0.0,
+        "own_response_f1_all": own_f1 / max(own_gold, 1),
+        "own_parse_failure_rate": n_failed / n_items if n_items else 0.0,
     }
 
 
@@ -103,55 +138,70 @@ def demo_pool(examples, eval_sets) -> dict:
     return pool
 
 
+def answer_prompts(e, hist, tok, budget: int) -> list[list[int]]:
+    """One prompt per gold pair of example `e`: history, context, the gold pairs before it and
+    its instruction (`instruction_suffix`), the context cut to fit `budget` tokens."""
+    out = []
+    for k in range(len(e.pairs)):
+        suffix = instruction_suffix(e.pairs, k)
+        _, kept, _, text, _ = synthesize.fit_prompt(e.context, hist, tok, budget - len(tok.encode(suffix)))
+        out.append(tok.encode(build_prompt(text, [(h.prompt_text, h.pairs) for h in kept]) + suffix))
+    return out
+
+
 def evaluate_models(ctx, cfg, models: dict[str, str], eval_sets: dict, demos: dict):
     """Generate and score; -> DataFrame with one row per (model, prompt, split).
 
     models: name -> local dir or hub name; eval_sets: split ("seen"/"unseen") -> examples.
-    One engine at a time: memory the kernel still holds (e.g. a trained model) is freed first,
-    every prompt of a model goes to its engine in one call (vLLM schedules them itself; the
-    transformers backend splits them into batches), and each engine is shut down before the
-    next one starts.
+    Per example, one own-questions prompt (context only) and one prompt per gold pair (gold
+    instruction given). One engine at a time: memory the kernel still holds (e.g. a trained
+    model) is freed first, every prompt of a model goes to its engine in one call (vLLM
+    schedules them itself; the transformers backend splits them into batches), and each engine
+    is shut down before the next one starts.
     """
     from types import SimpleNamespace
 
     import pandas as pd
+    from transformers import AutoTokenizer
 
-    from .format import parse_pairs_with_stats
-    from .synthesize import Tokenizer, _free_memory, fit_prompt, make_engine
-
-    _free_memory()
+    synthesize._free_memory()
     gen_cfg = _engine_params(cfg)
     budget = gen_cfg.max_model_len - gen_cfg.max_new_tokens
     settings = [("zero-shot", 0)] + ([("few-shot", cfg.eval_shots)] if cfg.eval_shots else [])
     rows = []
     for model_name, path in models.items():
-        from transformers import AutoTokenizer
-
         hf_tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        tok = Tokenizer(hf_tok)
-        cells, prompts = [], []  # (prompt kind, split, examples, first prompt index)
+        tok = synthesize.Tokenizer(hf_tok)
+        cells, prompts = [], []  # (prompt kind, split, [(example, own prompt index, answer prompt indices)])
         for prompt_kind, shots in settings:
             for split, exs in eval_sets.items():
-                cells.append((prompt_kind, split, exs, len(prompts)))
+                where = []
                 for e in exs:
                     hist = [SimpleNamespace(prompt_text=d.context, pairs=d.pairs) for d in demos[e.dataset][:shots]]
-                    prompts.append(fit_prompt(e.context, hist, tok, budget)[0])
-        engine = make_engine(path, hf_tok, gen_cfg, seed=ctx.seed, device=ctx.device, dtype=ctx.torch_dtype)
+                    own = len(prompts)
+                    prompts.append(synthesize.fit_prompt(e.context, hist, tok, budget)[0])
+                    answers = answer_prompts(e, hist, tok, budget)
+                    where.append((e, own, range(len(prompts), len(prompts) + len(answers))))
+                    prompts += answers
+                cells.append((prompt_kind, split, where))
+        engine = synthesize.make_engine(path, hf_tok, gen_cfg, seed=ctx.seed, device=ctx.device,
+                                        dtype=ctx.torch_dtype)
         if engine.backend == "vllm":
             engine.batch_size = max(len(prompts), 1)
         try:
             outs = engine(prompts) if prompts else []
         finally:
             engine.close()
-        for prompt_kind, split, exs, start in cells:
-            scored, items, failed = [], 0, 0
-            for e, out in zip(exs, outs[start:start + len(exs)]):
-                pairs, st = parse_pairs_with_stats(out.text)
+        for prompt_kind, split, where in cells:
+            answered, own, items, failed = [], [], 0, 0
+            for e, own_i, answer_is in where:
+                pairs, st = parse_pairs_with_stats(outs[own_i].text)
                 items += st.items
                 failed += st.malformed
-                scored.append(score_context(pairs, e.pairs))
+                own.append(score_context(pairs, e.pairs))
+                answered.append(score_responses([response_text(outs[i].text) for i in answer_is], e.pairs))
             rows.append({"model": model_name, "prompt": prompt_kind, "split": split,
-                         **aggregate(scored, items, failed)})
+                         **aggregate(answered, own, items, failed)})
     return pd.DataFrame(rows)
 
 
@@ -162,17 +212,15 @@ def write_table(ctx, df) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import io
-
     io.write_text(ctx.stage_dir / "synth_eval.csv", df.to_csv(index=False))
     io.write_text(ctx.stage_dir / "synth_eval.md", df.round(3).to_markdown(index=False) + "\n")
     fig, ax = plt.subplots(figsize=(6, 3))
     labels = [f"{m}\n{p}" for m, p in df[["model", "prompt"]].drop_duplicates().itertuples(index=False)]
     for k, split in enumerate(sorted(df["split"].unique())):
         part = df[df["split"] == split]
-        ax.bar([i + 0.4 * k for i in range(len(part))], part["response_f1_all"], width=0.4, label=split)
+        ax.bar([i + 0.4 * k for i in range(len(part))], part["response_f1"], width=0.4, label=split)
     ax.set_xticks([i + 0.2 for i in range(len(labels))], labels, fontsize=7)
-    ax.set(ylabel="response F1 (all gold pairs)", title="Synthesizer evaluation (Table 5 shape)")
+    ax.set(ylabel="response F1 (gold instructions)", title="Synthesizer evaluation (Table 5)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(ctx.stage_dir / "synth_eval.png", dpi=100)
