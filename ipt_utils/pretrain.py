@@ -48,7 +48,15 @@ documents (by index, from their lengths) in shuffled epochs until its budget of
 `steps * batch_tokens` tokens is filled and packs them chunk by chunk into seq_len rows
 (ipt_utils.packing), a memory-mapped .npy read by training: memory stays bounded by the
 chunk size plus 8-16 bytes per document, so corpora larger than RAM work. Packing
-efficiency (non-pad / all token slots) is reported per arm. `doc_mask` restarts position
+efficiency (non-pad / all token slots) is reported per arm.
+
+Text is text (packing.encode_texts): a document that spells "<s>" or "<|end_of_text|>" gets
+those characters' tokens, so the only BOS/EOS ids are the ones packing places around each
+document. A raw text enters every arm as the same bytes (io.record_text: stripped, nothing
+else; stage 02 neutralises markup in its prompt copy only). Rows without text (empty,
+whitespace only, not a string), malformed tuning records and general rows without a
+question/response are skipped and counted per source (`sources_read`); a row without a
+text field, invalid UTF-8 or invalid JSON is refused naming its file and line. `doc_mask` restarts position
 ids at every <s> so attention never crosses a packed document boundary (sdpa/eager: a
 block-diagonal causal mask; flash_attention_2: varlen kernels on flattened rows).
 
@@ -60,12 +68,7 @@ flash_attention_2 on GPUs with flash-attn installed), optional torch.compile (`c
 `save_steps` (model, optimizer, step, log); a rerun resumes from the newest one with the
 same data order and LR (both are pure functions of the step).
 
-MFU (PaLM, Chowdhery et al. 2022, appendix B): model FLOPs per token
-  6 * N + 12 * L * H * Q * T
-with N the parameters used in matrix multiplies (all but the input-embedding lookup; a
-tied embedding counts once, as the LM head), L layers, H heads, Q head dim, T sequence
-length; MFU = tokens/s * FLOPs per token / (devices * peak dense bf16 FLOP/s of the
-device, PEAK_BF16_FLOPS). On CPU MFU is reported as null.
+MFU of every arm: ipt_utils/flops.py (null on CPU).
 """
 from __future__ import annotations
 
@@ -77,14 +80,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import assets, io, launch as launcher, packing, templify
 from .assets import ModelShape
+from .flops import mfu
+from .format import collection_example
+from .launch import maybe_crash
+from .progress import bar
+from .registry import ARMS, AUGMENTED_RECIPES
 from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, hub_source, resolve_path, spec
+from .synthesize import variant_augmented
+from .templify import usable_pairs
 
-ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
-AUGMENTED_RECIPES = ("instruct", "pairs_only", "continual")  # recipes that read an augmented corpus
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
 IGNORE = -100
-RENDER_VERSION = "render-3"  # part of the cache key of rendered sources (with templify.py's bytes)
+RENDER_VERSION = "render-4"  # part of the cache key of every source's texts (with templify.py's bytes)
 TEMPLIFY_SRC = Path(__file__).resolve().parent / "templify.py"
 
 
@@ -167,11 +176,10 @@ class Params:
 
 # =========================================================================== sources
 
-def _rows(source: str, split: str = "train"):
-    """Rows of a local .jsonl/.parquet/.txt file or a hub dataset (`hf:NAME` = all configs, or
-    `hf:NAME:CONFIG`), streamed in order (the same order on every call)."""
-    from . import io
-
+def _located_rows(source: str, split: str = "train"):
+    """(location, row) of a local .jsonl/.parquet/.txt file (file:line; invalid UTF-8 or JSON
+    raises naming them) or a hub dataset (`hf:NAME` = all configs, or `hf:NAME:CONFIG`;
+    NAME[config:split]#row), streamed in order (the same order on every call)."""
     if source.startswith(HUB_PREFIX):
         import datasets
 
@@ -181,16 +189,27 @@ def _rows(source: str, split: str = "train"):
         for c in configs:
             # streamed: files are fetched as the rows are consumed, so a reader that stops early
             # (a token or step budget) never downloads the rest of a hub corpus
-            yield from datasets.load_dataset(name, c, split=split, streaming=True)
+            for i, row in enumerate(datasets.load_dataset(name, c, split=split, streaming=True)):
+                yield f"{name}[{c or 'default'}:{split}]#{i}", row
     else:
-        yield from (rec for _, rec in io.iter_local_records(resolve_path(source)))
+        yield from io.iter_local_records(resolve_path(source))
 
 
-def _text_of(row: dict) -> str:
-    for key in ("text", "content"):  # fixture / RefinedWeb
-        if isinstance(row.get(key), str):
+def _rows(source: str, split: str = "train"):
+    """Rows of a source, streamed in order (see _located_rows)."""
+    return (row for _, row in _located_rows(source, split))
+
+
+def _text_of(row: dict, where: str = "row"):
+    """The raw text field of a row (fixture `text`, RefinedWeb `content`) as stored: whether it
+    holds any text is io.record_text's call. A row with neither field is refused, located."""
+    keys = [k for k in ("text", "content") if k in row]
+    for key in keys:
+        if isinstance(row[key], str):
             return row[key]
-    raise ValueError(f"row without a text field: keys {sorted(row)}")
+    if keys:
+        return row[keys[0]]  # None / not a string: no text, skipped and counted by the reader
+    raise ValueError(f"{where}: no text field ('text' or 'content'); keys {sorted(row)}")
 
 
 def render_pairs(pairs, context: str = "") -> str:
@@ -200,22 +219,29 @@ def render_pairs(pairs, context: str = "") -> str:
     return "\n\n".join(parts)
 
 
-def render_collection_record(rec: dict, index: int, seed: int) -> str:
-    """A synthesizer-tuning record {context, QA_list[{Q, A}]} as pre-training text.
+def render_collection_record(rec: dict, index: int, seed: int) -> str | None:
+    """A synthesizer-tuning record {context, QA_list[{Q, A}]} as pre-training text; None for
+    a malformed record (format.collection_example), which the tuning source skips and counts.
 
     Rendered by ipt_utils.templify exactly like a synthesized one-text chain (same pattern
     pools, option styles and layouts), so the tuning data reads like the augmented corpus.
+    Not neutralised: like raw texts, the record's bytes enter pre-training as they are.
     """
-    from . import templify
-
-    pairs = [(qa["Q"], qa["A"]) for qa in rec.get("QA_list") or []]
-    member = templify.Member(id=f"tuning-{index}", text=(rec.get("context") or "").strip(), pairs=pairs)
+    example = collection_example(rec)
+    if example is None:
+        return None
+    context, pairs = example
+    member = templify.Member(id=f"tuning-{index}", text=context, pairs=[tuple(p) for p in pairs])
     return templify.templify_chain([member], seed=seed)[0]["text"]
 
 
-def render_general(row: dict) -> str:
-    """General instruction data for continual pre-training: "{question} {response}"."""
-    return f"{row['question']} {row['response']}"
+def render_general(row: dict) -> str | None:
+    """General instruction data for continual pre-training: "{question} {response}"; None when
+    either is missing or blank (skipped and counted)."""
+    q, r = row.get("question"), row.get("response")
+    if not (isinstance(q, str) and isinstance(r, str) and q.strip() and r.strip()):
+        return None
+    return f"{q} {r}"
 
 
 def augmented_path(ctx, spec_: str = "") -> Path:
@@ -224,8 +250,6 @@ def augmented_path(ctx, spec_: str = "") -> Path:
     if not spec_:
         return ctx.work_root / "02_synthesize" / "augmented.jsonl"
     if spec_.startswith("variant:"):
-        from .synthesize import variant_augmented
-
         return variant_augmented(ctx.work_root, spec_[len("variant:"):])
     return resolve_path(spec_)
 
@@ -265,8 +289,6 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
     iterator read (records, converted texts skipped). `augmented` picks the augmented corpus
     (see augmented_path).
     """
-    from . import io
-
     def ident(src):
         return src if src.startswith(HUB_PREFIX) else resolve_path(src)
 
@@ -279,51 +301,90 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
                                     f"(needed by arms instruct/pairs_only/continual and their variants)")
         return io.iter_jsonl(aug)
 
-    raw_info, ic_info = {"records_read": 0}, {"augmented_docs": 0, "records_read": 0, "converted_skipped": 0}
+    # Every reader keeps counters (the stage metrics' sources_read): records read and texts
+    # skipped because they hold no text (io.record_text: not a string, empty, whitespace only).
+    # A raw text enters every arm as the same bytes (io.record_text: stripped, nothing else;
+    # stage 02 neutralises markup in its prompt copy only, docs/PAPER.md §6).
+    raw_info = {"records_read": 0, "texts_skipped_empty": 0}
+    ic_info = {"augmented_docs": 0, "augmented_skipped_empty": 0, "records_read": 0, "texts_skipped_empty": 0,
+               "converted_skipped": 0}
+    pairs_info, tuning_info, general_info = {"docs_without_pairs": 0}, {"records_read": 0, "records_malformed": 0}, \
+        {"records_read": 0, "records_skipped": 0}
+
+    def raw_texts(info):
+        for where, r in _located_rows(cfg.raw_corpus):
+            info["records_read"] += 1
+            text = io.record_text(_text_of(r, where))
+            if text is None:
+                info["texts_skipped_empty"] += 1
+                continue
+            yield r, text
 
     def raw():
-        raw_info["records_read"] = 0
-        for r in _rows(cfg.raw_corpus):
-            raw_info["records_read"] += 1
-            yield _text_of(r)
+        raw_info.update(records_read=0, texts_skipped_empty=0)
+        for _, text in raw_texts(raw_info):
+            yield text
 
     def instruct_corpus():
-        ic_info.update(augmented_docs=0, records_read=0, converted_skipped=0)
+        for k in ic_info:
+            ic_info[k] = 0
         # a row is one pre-training document: it replaces all of its member texts
         converted = {str(i) for r in aug_rows() for i in r["member_ids"]}
         for r in aug_rows():
+            text = io.record_text(r.get("text"))
+            if text is None:
+                ic_info["augmented_skipped_empty"] += 1
+                continue
             ic_info["augmented_docs"] += 1
-            yield r["text"]
-        for r in _rows(cfg.raw_corpus):
-            ic_info["records_read"] += 1
+            yield text
+        for r, text in raw_texts(ic_info):
             if io.record_id(r, _text_of(r)) in converted:
                 ic_info["converted_skipped"] += 1
             else:
-                yield _text_of(r)
+                yield text
         # reached only when the whole raw corpus was read (a budget stops reading earlier)
         if ic_info["converted_skipped"] < len(converted):
             raise ValueError(f"{aug}: {len(converted) - ic_info['converted_skipped']} augmented ids are not in "
                              f"{cfg.raw_corpus} (the corpus 02_synthesize converted must be this raw_corpus)")
 
     def pairs():  # w/o corpora: a document's pairs, its members in order, without the texts
-        from .templify import usable_pairs  # the pairs templify drops as malformed are dropped here too
-
+        pairs_info["docs_without_pairs"] = 0
         for r in aug_rows():
             kept = [p for m in r["members"] for p in usable_pairs(m["pairs"])]
             if kept:
                 yield render_pairs(kept)
+            else:
+                pairs_info["docs_without_pairs"] += 1
 
     def tuning():
-        return (render_collection_record(r, i, ctx.seed) for i, r in enumerate(_rows(cfg.synth_collection)))
+        tuning_info.update(records_read=0, records_malformed=0)
+        for i, (where, r) in enumerate(_located_rows(cfg.synth_collection)):
+            tuning_info["records_read"] += 1
+            text = render_collection_record(r, i, ctx.seed)
+            if text is None:
+                tuning_info["records_malformed"] += 1
+                tuning_info.setdefault("first_malformed", where)
+                continue
+            yield text
+
+    def general():
+        general_info.update(records_read=0, records_skipped=0)
+        for r in _rows(cfg.general_instructions):
+            general_info["records_read"] += 1
+            text = render_general(r)
+            if text is None:
+                general_info["records_skipped"] += 1
+                continue
+            yield text
 
     return {
-        "raw": SourceTexts("raw", [ident(cfg.raw_corpus)], raw, raw_info),
-        "tuning": SourceTexts("tuning", [ident(cfg.synth_collection), RENDER_VERSION, ctx.seed, TEMPLIFY_SRC], tuning),
+        "raw": SourceTexts("raw", [ident(cfg.raw_corpus), RENDER_VERSION], raw, raw_info),
+        "tuning": SourceTexts("tuning", [ident(cfg.synth_collection), RENDER_VERSION, ctx.seed, TEMPLIFY_SRC], tuning,
+                              tuning_info),
         "instruct_corpus": SourceTexts("instruct_corpus", [ident(cfg.raw_corpus), aug_id, RENDER_VERSION,
                                                            "augmented-first"], instruct_corpus, ic_info),
-        "pairs": SourceTexts("pairs", [aug_id, RENDER_VERSION, TEMPLIFY_SRC], pairs),
-        "general": SourceTexts("general", [ident(cfg.general_instructions)],
-                               lambda: (render_general(r) for r in _rows(cfg.general_instructions))),
+        "pairs": SourceTexts("pairs", [aug_id, RENDER_VERSION, TEMPLIFY_SRC], pairs, pairs_info),
+        "general": SourceTexts("general", [ident(cfg.general_instructions), RENDER_VERSION], general, general_info),
     }
 
 
@@ -359,8 +420,6 @@ def arm_tokenizer_spec(cfg: Params, arm: str) -> str:
 
 
 def load_tokenizer(ctx, spec_: str):
-    from . import assets
-
     tok = assets.load_tokenizer(ctx, spec_)
     return tok
 
@@ -381,8 +440,6 @@ def mix_plan(lengths: dict, recipe: dict, budget: int, seed: int):
     tokens (incl. <s>/</s>) per source. Deterministic for a given seed.
     """
     import numpy as np
-
-    from . import packing
 
     rng = np.random.default_rng(seed)
     ratio_budget = {s: int(round(r * budget)) for s, r in recipe["ratio"].items()}
@@ -422,8 +479,6 @@ def mix_documents(sources: dict, recipe: dict, budget: int, seed: int):
 
     sources: name -> packing.Docs. In memory; prepare_arm streams the same plan to disk.
     """
-    from . import packing
-
     names, src, idx, counts = mix_plan({k: d.lengths for k, d in sources.items()}, recipe, budget, seed)
     return packing.gather([sources[n] for n in names], src, idx), counts
 
@@ -451,8 +506,6 @@ class ArmData:
 def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
     """Tokenize (cached, streamed to disk) the arm's sources, mix them to the budget and pack
     them chunk by chunk into a memory-mapped .npy; cached too."""
-    from . import io, packing
-
     t0 = time.time()
     tok_spec = arm_tokenizer_spec(cfg, arm)
     tok = load_tokenizer(ctx, tok_spec)
@@ -570,52 +623,7 @@ def data_summary(data: dict[str, ArmData]):
     return pd.DataFrame(rows)
 
 
-# =========================================================================== MFU
-
-# Dense (no sparsity) bf16 tensor-core peak FLOP/s per device, from vendor data sheets.
-PEAK_BF16_FLOPS = {
-    "H200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100 NVL": 835e12,
-    "H100": 989e12,  # SXM
-    "A100": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-    "A10": 125e12,
-    "RTX 4090": 165e12,
-}
-
-
-def peak_flops(device_name: str | None) -> float | None:
-    if not device_name:
-        return None
-    for key, value in PEAK_BF16_FLOPS.items():  # first match wins: specific names first
-        if key in device_name:
-            return value
-    return None
-
-
-def matmul_params(shape: ModelShape, vocab_size: int, tied: bool = True) -> int:
-    """Parameters used in matrix multiplies of a Mistral model (no embedding lookup, no norms)."""
-    h, q = shape.hidden_size, shape.head_dim
-    attn = h * shape.num_heads * q * 2 + h * shape.num_kv_heads * q * 2  # q,o + k,v
-    mlp = 3 * h * shape.intermediate_size  # gate, up, down
-    return shape.num_layers * (attn + mlp) + vocab_size * h  # + LM head (tied or not)
-
-
-def flops_per_token(shape: ModelShape, vocab_size: int, seq_len: int) -> float:
-    """PaLM appendix B: 6N + 12 L H Q T (forward + backward)."""
-    n = matmul_params(shape, vocab_size)
-    return 6 * n + 12 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
-
-
-def mfu(tokens_per_s: float, shape: ModelShape, vocab_size: int, seq_len: int,
-        device_name: str | None, n_devices: int = 1) -> float | None:
-    peak = peak_flops(device_name)
-    if peak is None or tokens_per_s <= 0:
-        return None
-    return tokens_per_s * flops_per_token(shape, vocab_size, seq_len) / (peak * n_devices)
-
+# =========================================================================== model shape
 
 def shape_of(model) -> ModelShape:
     c = model.config
@@ -688,9 +696,6 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
     import torch
     from accelerate import Accelerator
 
-    from . import io
-    from .launch import maybe_crash
-
     acc = accelerator or Accelerator()
     ckpt_dir = Path(ckpt_dir)
     optimizer = make_optimizer(model, opt)
@@ -724,8 +729,6 @@ def train_loop(model, batches: Callable, opt: OptimConfig, *, ckpt_dir: Path, sa
                 if old != out:
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
-
-    from .progress import bar
 
     progress = bar(total=opt.total_steps, initial=state["step"], desc=f"train {ckpt_dir.parent.name}",
                    unit="step", disable=not acc.is_main_process)
@@ -795,8 +798,6 @@ def save_final(acc, model, tokenizer, out_dir: Path, to_plain: Callable | None =
     """
     from accelerate.utils import DistributedType
 
-    from . import assets
-
     # FSDP gathers even in one process (a one-GPU launch still wraps the model)
     if acc.num_processes == 1 and acc.distributed_type != DistributedType.FSDP:
         return assets.save_model(to_plain(model, None) if to_plain else model, tokenizer, out_dir)
@@ -811,8 +812,6 @@ def save_final(acc, model, tokenizer, out_dir: Path, to_plain: Callable | None =
 
 
 def write_loss_csv(path: Path, log: list) -> Path:
-    from . import io
-
     with io.atomic_open(path) as f:
         f.write("step,loss,lr,tokens\n")
         for r in log:
@@ -833,8 +832,6 @@ def init_model(ctx, cfg: Params, arm: str, tokenizer, acc=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from . import assets
-
     attn = getattr(cfg, "attn_implementation", "sdpa")
     if from_base(cfg, arm) and cfg.base_model != TINY:
         return AutoModelForCausalLM.from_pretrained(
@@ -849,8 +846,6 @@ def init_model(ctx, cfg: Params, arm: str, tokenizer, acc=None):
 
 
 def _init_key(cfg: Params, tokenizer, seed: int) -> str:
-    from . import packing
-
     return packing.cache_key(asdict(cfg.model), packing.tokenizer_fingerprint(tokenizer), seed)
 
 
@@ -866,8 +861,6 @@ def pretrain_batches(rows, batch_seqs: int, micro_batch_size: int, bos: int, pad
     """
     import numpy as np
     import torch
-
-    from . import packing
 
     def batches(step, rank, world):
         per_rank = batch_seqs // world
@@ -891,8 +884,6 @@ def pretrain_batches(rows, batch_seqs: int, micro_batch_size: int, bos: int, pad
 def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None, accelerator=None) -> dict:
     """Pre-train one arm (resuming if a checkpoint exists); returns its metrics."""
     import torch
-
-    from . import io
 
     arm = data.arm
     arm_dir = ctx.work / arm
@@ -960,8 +951,6 @@ RUN_ONLY_KEYS = ("arms", "arm_variants", "num_proc", "chunk_docs", "accelerate_c
 def finished_arm(ctx, arm: str, arm_dir: Path, key: str) -> dict | None:
     """The done.json of an arm trained earlier with the same key (its loss log is restored
     into the stage dir), or None when the arm must be (re)trained."""
-    from . import io
-
     done = arm_dir / "done.json"
     if not (done.exists() and (arm_dir / "model" / "config.json").exists()):
         return None
@@ -975,9 +964,6 @@ def finished_arm(ctx, arm: str, arm_dir: Path, key: str) -> dict | None:
 def _arm_key(ctx, cfg: Params, data: ArmData) -> str:
     """What decides an arm's trained model: its data (packed file name = content key),
     tokenizer, seed, device/dtype and every training parameter (not which other arms run)."""
-    from . import packing
-
-    from . import assets
 
     params = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_KEYS}
     base = None  # the weights an arm starts from when they are not built from config
@@ -1035,17 +1021,12 @@ def metrics_frame(metrics: dict):
 def launch(ctx, cfg: Params) -> dict:
     """Run `accelerate launch --config_file <accelerate_config> -m ipt_utils.pretrain
     <work>/03_pretrain/launch.json` (ipt_utils.launch) and read back the metrics."""
-    from . import launch as launcher
-
     return launcher.launch(ctx, "pretrain", cfg, cfg.accelerate_config, "ipt_utils.pretrain")
 
 
 def main(argv=None) -> int:
     """Entry point of a launched (possibly multi-process) pre-training: python -m ipt_utils.pretrain SPEC."""
     import argparse
-
-    from . import io
-    from . import launch as launcher
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec", help="launch.json written by ipt_utils.pretrain.launch")

@@ -56,3 +56,36 @@ def run_profile(profile: str, out, timeout: int):
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
+
+
+# Strings that are control tokens of the tokenizers the project trains with (tiny, Mistral,
+# Llama-3): a document may spell them, and they must stay text (ipt_utils.packing.encode_texts).
+FORGED = ("<s>", "</s>", "<pad>", "<unk>", "<|begin_of_text|>", "<|end_of_text|>")
+
+# Hostile texts every training stage must pack, or skip and count (never crash, never drop silently).
+HOSTILE = {
+    "empty": "",
+    "whitespace": " \t\n  \r\n ",
+    "long": ("A very long web page about tokens <s> and </s>, 中文 and 😀. " * 6000)[:340_000],
+    "control": "bell\x07 escape\x1b[31m form\x0c feed \x7f del",
+    "nul": "nul\x00byte\x00inside",
+    "cjk_emoji": "日本語のテキスト 한국어 中文 👩‍👩‍👧 😀🎉",
+    "forged": "A page about tokenizers: " + " ".join(FORGED) + " end.",
+}
+
+
+@pytest.fixture(scope="session")
+def tokenizer_kinds(tmp_path_factory):
+    """kind -> (directory, tokenizer): the tiny tokenizer and the Mistral-kind (sentencepiece)
+    and Llama-3-kind (byte-level, <|begin_of_text|>) ones of ipt_utils.hub_mirror."""
+    from transformers import AutoTokenizer
+
+    from ipt_utils import assets, hub_mirror
+
+    root = tmp_path_factory.mktemp("tokenizer_kinds")
+    out = {"tiny": (root / "tiny", assets.build_tiny_tokenizer(root / "tiny"))}
+    for kind in ("sentencepiece", "llama3"):
+        (root / kind).mkdir()
+        hub_mirror.TOKENIZER_KINDS[kind](root / kind)
+        out[kind] = (root / kind, AutoTokenizer.from_pretrained(root / kind))
+    return out

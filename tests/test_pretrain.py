@@ -6,9 +6,10 @@ import random
 import numpy as np
 import pytest
 
-from ipt_utils import assets, io, packing, pretrain
+from ipt_utils import assets, flops, io, packing, pretrain
+from ipt_utils.registry import ARMS, RunParams
 from ipt_utils.schema import validate
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.stage import StageContext
 
 TINY = dict(hidden_size=64, intermediate_size=256, num_layers=2, num_heads=2, num_kv_heads=2,
             max_position_embeddings=512, vocab_size=0)
@@ -113,10 +114,13 @@ def test_id_less_parquet_corpus_links_stage_02_to_03(tmp_path, inputs):
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl",
                    [{"id": t.id, "member_ids": [t.id], "text": "AUG " + t.text,
                      "members": [{"id": t.id, "pairs": [["q?", "a."]]}]} for t in texts[::7]])
-    inst = list(pretrain.source_texts(ctx, cfg)["instruct_corpus"].texts())
+    src = pretrain.source_texts(ctx, cfg)["instruct_corpus"]
+    inst = list(src.texts())
     converted = {t.id for t in texts[::7]}
-    kept = [r["text"] for r in raw if io.record_id(r, r["text"]) not in converted]
-    assert len(kept) == len(raw) - len(converted) and inst == ["AUG " + t.text for t in texts[::7]] + kept
+    # the blank record is skipped and counted in stage 03 too, as in stage 02
+    kept = [r["text"] for r in raw if io.record_id(r, r["text"]) not in converted and r["text"].strip()]
+    assert len(kept) == len(raw) - len(converted) - 1 and inst == ["AUG " + t.text for t in texts[::7]] + kept
+    assert src.info["texts_skipped_empty"] == 1 and src.info["records_read"] == len(raw)
 
 
 def test_recipes():
@@ -152,7 +156,7 @@ def test_mixing_ratios_natural_and_explicit():
 
 
 def test_all_arms_share_the_token_budget(tmp_path, inputs):
-    ctx, cfg = _setup(tmp_path, inputs, arms=list(pretrain.ARMS))
+    ctx, cfg = _setup(tmp_path, inputs, arms=list(ARMS))
     data = pretrain.prepare_data(ctx, cfg)
     rows = {arm: d.rows() for arm, d in data.items()}
     for arm, r in rows.items():
@@ -172,7 +176,7 @@ def test_all_arms_share_the_token_budget(tmp_path, inputs):
     again = pretrain.prepare_arm(ctx, cfg, "instruct")
     assert again.path == data["instruct"].path and again.cache_hits == 3
     summary = pretrain.data_summary(data)
-    assert list(summary["arm"]) == list(pretrain.ARMS)
+    assert list(summary["arm"]) == list(ARMS)
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -189,13 +193,13 @@ def test_mfu_arithmetic_by_hand():
     shape = assets.ModelShape(**TINY)
     # per layer: q,o 64*64 each, k,v 64*64 each (2 kv heads of 32), mlp 3*64*256
     n = 2 * (4 * 64 * 64 + 3 * 64 * 256) + 2048 * 64
-    assert n == 262144 == pretrain.matmul_params(shape, 2048)
+    assert n == 262144 == flops.matmul_params(shape, 2048)
     fpt = 6 * 262144 + 12 * 2 * 2 * 32 * 256
-    assert fpt == 1966080 == pretrain.flops_per_token(shape, 2048, 256)
-    got = pretrain.mfu(1e6, shape, 2048, 256, "NVIDIA A100-SXM4-80GB", n_devices=2)
+    assert fpt == 1966080 == flops.flops_per_token(shape, 2048, 256)
+    got = flops.mfu(1e6, shape, 2048, 256, "NVIDIA A100-SXM4-80GB", n_devices=2)
     assert got == pytest.approx(1e6 * 1966080 / (2 * 312e12))
-    assert pretrain.peak_flops("NVIDIA H100 PCIe") == 756e12 and pretrain.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
-    assert pretrain.mfu(1e6, shape, 2048, 256, None) is None  # CPU
+    assert flops.peak_flops("NVIDIA H100 PCIe") == 756e12 and flops.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert flops.mfu(1e6, shape, 2048, 256, None) is None  # CPU
     # matmul params = real model parameters minus the RMSNorm weights (tied embeddings)
     import torch
     from transformers import MistralConfig, MistralForCausalLM
@@ -450,9 +454,11 @@ def test_a_hub_scale_corpus_is_read_only_as_far_as_the_budget(tmp_path, inputs, 
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl",
                    [{"id": r["id"], "member_ids": [r["id"]], "text": r["content"], "members": []} for r in converted])
     consumed = []
-    real = pretrain._rows
-    monkeypatch.setattr(pretrain, "_rows", lambda s, split="train": (consumed.append(s) or r for r in real(s, split)))
+    real = pretrain._located_rows  # every source reader goes through it
+    monkeypatch.setattr(pretrain, "_located_rows",
+                        lambda s, split="train": (consumed.append(s) or r for r in real(s, split)))
     data_ = pretrain.prepare_data(ctx, cfg)
+    assert consumed
     v, i = data_["vanilla"].sources["raw"], data_["instruct"].sources["instruct_corpus"]
     assert v["records_read"] == v["cache_docs"] <= v["docs_used"] + cfg.chunk_docs < 12 * 40 // 2
     assert v["docs_used"] == subset  # exactly the budget's prefix
@@ -469,3 +475,102 @@ def test_a_hub_scale_corpus_is_read_only_as_far_as_the_budget(tmp_path, inputs, 
     consumed.clear()
     again = pretrain.prepare_data(ctx, cfg)
     assert not consumed and again["instruct"].augmented == share
+
+
+# ----------------------------------------------------------------------------- text is text
+
+def _forged_inputs(d):
+    """Every source of every arm spells the special-token strings of the three tokenizers."""
+    from conftest import FORGED
+
+    f = " ".join(FORGED)
+    raw = [{"id": f"f{i}", "text": f"Doc {i} says {f} and again {f}."} for i in range(60)]
+    coll = [{"context": f"Context {i} {f}", "QA_list": [{"Q": f"Q {f}?", "A": f"A {f}"}], "rc_name": "squad"}
+            for i in range(10)]
+    aug = [{"id": r["id"], "member_ids": [r["id"]], "text": "AUG " + r["text"],
+            "members": [{"id": r["id"], "pairs": [[f"q {f}?", f"a {f}"]]}]} for r in raw[::4]]
+    gen = [{"question": f"Q{i} {f}?", "response": f"R {f}"} for i in range(20)]
+    return dict(raw_corpus=_jsonl(d / "raw.jsonl", raw), synth_collection=_jsonl(d / "coll.jsonl", coll),
+                general_instructions=_jsonl(d / "gen.jsonl", gen)), aug
+
+
+@pytest.mark.parametrize("kind", ["tiny", "sentencepiece", "llama3"])
+def test_text_spelling_special_tokens_never_forges_a_control_id(tmp_path, inputs, tokenizer_kinds, kind):
+    """Raw texts, tuning records, augmented documents, pairs and general instructions that spell
+    <s>, </s>, <pad>, <|begin_of_text|>, ...: the packed rows of every arm hold exactly one BOS per
+    document and one EOS per document that ends inside the budget (the old code had ~2 more each)."""
+    sources, aug = _forged_inputs(tmp_path)
+    tok_spec = "tiny" if kind == "tiny" else str(tokenizer_kinds[kind][0])
+    arms = ["vanilla", "mix", "instruct", "pairs_only", "continual"]
+    ctx, cfg = _setup(tmp_path, inputs, arms=arms, tokenizer=tok_spec, base_model="stage:03_pretrain/vanilla",
+                      doc_mask=True, **sources)
+    io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", aug)
+    tok = pretrain.load_tokenizer(ctx, tok_spec)
+    bos, eos, _ = pretrain.special_ids(tok)
+    for arm in arms:
+        data = pretrain.prepare_arm(ctx, cfg, arm)
+        rows = np.asarray(data.rows())
+        flat = rows.reshape(-1)
+        assert data.efficiency == 1.0  # no padding: pad == bos on Mistral/Llama-3 kinds must not count
+        b, e = np.flatnonzero(flat == bos), np.flatnonzero(flat == eos)
+        # every EOS closes a document right before the next one's BOS (or ends the rows), nowhere else
+        assert b[0] == 0 and e.tolist() == (b[1:] - 1).tolist() + ([len(flat) - 1] if flat[-1] == eos else [])
+        # the plan's last documents may lie past the budget (one per budget: pool and ratio sources)
+        assert data.n_docs - len(pretrain.arm_recipe(cfg, arm)["ratio"]) - 1 <= len(b) <= data.n_docs, (kind, arm)
+        # doc_mask: positions restart only where packing put a document's <s> (and at row starts)
+        restarts = int((packing.position_ids_for(rows, bos)[:, 1:] == 0).sum())
+        assert restarts == int((rows[:, 1:] == bos).sum())
+
+
+def test_hostile_documents_are_packed_or_skipped_and_counted(tmp_path, inputs):
+    """Empty, whitespace-only, None, a 340k-character text, control characters, NUL bytes, CJK
+    and emoji through stage 03: texts are packed byte-exact, the textless ones skipped and
+    counted in the arm's metrics (sources_read); malformed tuning records and general rows are
+    counted too; invalid UTF-8 or a row without a text field is refused with file and line."""
+    from conftest import HOSTILE
+
+    tok = assets.load_tokenizer(_setup(tmp_path / "t", inputs)[0], "tiny")
+    normal = io.read_jsonl(inputs[0]["raw"])
+    raw = [{"id": k, "text": t} for k, t in HOSTILE.items()] + [{"id": "none", "text": None}] + normal
+    coll = [{"context": "", "QA_list": []}, {"context": "c", "QA_list": [{"Q": "  ", "A": "a"}]},
+            {"context": 3, "QA_list": [{"Q": "q", "A": "a"}]},
+            {"context": HOSTILE["nul"] + HOSTILE["cjk_emoji"], "QA_list": [{"Q": "q\x00?", "A": "😀"}]}] \
+        + io.read_jsonl(inputs[0]["coll"])
+    gen = [{"question": "", "response": "r"}, {"question": "q"}] + io.read_jsonl(inputs[0]["gen"])
+    d = tmp_path / "in"
+    d.mkdir()
+    sources = dict(raw_corpus=_jsonl(d / "raw.jsonl", raw), synth_collection=_jsonl(d / "coll.jsonl", coll),
+                   general_instructions=_jsonl(d / "gen.jsonl", gen))
+    ctx, cfg = _setup(tmp_path, inputs, arms=["vanilla", "mix", "instruct", "continual"], train_tokens=2 * 512,
+                      base_model="stage:03_pretrain/vanilla", **sources)
+    aug = [{"id": "long", "member_ids": ["long"], "text": "AUG " + HOSTILE["long"], "members": []},
+           {"id": "gone", "member_ids": ["gone"], "text": "  ", "members": []}]
+    io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", aug)
+    src = pretrain.source_texts(ctx, cfg)
+    texts = list(src["raw"].texts())
+    want = [t.strip() for t in HOSTILE.values() if t.strip()] + [r["text"] for r in normal]
+    assert texts == want and src["raw"].info == {"records_read": len(raw), "texts_skipped_empty": 3}
+    docs = packing.tokenize(tok, texts)
+    assert [tok.decode(docs.doc(i)) for i in range(len(docs))] == want  # byte-exact round trip
+    packed = packing.pack(docs, 64, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    assert (packed.input_ids == tok.bos_token_id).sum() == (packed.input_ids == tok.eos_token_id).sum() == len(docs)
+
+    metrics = pretrain.train_arm(ctx, cfg, pretrain.prepare_arm(ctx, cfg, "vanilla"))
+    assert metrics["sources_read"]["raw"]["texts_skipped_empty"] == 3
+    mix = pretrain.prepare_arm(ctx, cfg, "mix").sources["tuning"]
+    assert mix["records_malformed"] == 3 and mix["first_malformed"].endswith("coll.jsonl:1")
+    assert mix["records_read"] == len(coll)
+    inst = pretrain.prepare_arm(ctx, cfg, "instruct").sources["instruct_corpus"]
+    assert inst["augmented_docs"] == 1 and inst["augmented_skipped_empty"] == 1 and inst["texts_skipped_empty"] >= 3
+    general = pretrain.prepare_arm(ctx, cfg, "continual").sources["general"]
+    assert general["records_skipped"] == 2
+
+    bad = tmp_path / "raw.txt"
+    bad.write_bytes(b"fine\n\nthird \xff line\n")
+    ctx2, cfg2 = _setup(tmp_path / "b", inputs, arms=["vanilla"], raw_corpus=str(bad))
+    with pytest.raises(ValueError, match=r"raw\.txt:3: invalid UTF-8"):
+        pretrain.prepare_arm(ctx2, cfg2, "vanilla")
+    ctx3, cfg3 = _setup(tmp_path / "c", inputs, arms=["vanilla"],
+                        raw_corpus=_jsonl(tmp_path / "nofield.jsonl", [{"text": "ok"}, {"body": "x"}]))
+    with pytest.raises(ValueError, match=r"nofield\.jsonl:2: no text field"):
+        pretrain.prepare_arm(ctx3, cfg3, "vanilla")
