@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ipt_utils import assets, packing, pretrain  # noqa: E402
+from ipt_utils import assets, flops, packing, pretrain  # noqa: E402
 from ipt_utils.hardware import describe  # noqa: E402
 
 TINY = dict(hidden_size=64, intermediate_size=256, num_layers=2, num_heads=2, num_kv_heads=2,
@@ -164,14 +164,14 @@ def bench_train(shape_name: str, steps: int, warmup: int, micro_batch: int, accu
     tps = steps * batch_seqs * seq_len / measured
     name = torch.cuda.get_device_name(0) if device == "cuda" else None
     return {"shape": shape_name, "model": {**shape.__dict__, "vocab_size": vocab}, "params": n_params,
-            "matmul_params": pretrain.matmul_params(shape, vocab), "seq_len": seq_len,
+            "matmul_params": flops.matmul_params(shape, vocab), "seq_len": seq_len,
             "micro_batch": micro_batch, "grad_accum": accum, "steps_measured": steps, "warmup_steps": warmup,
             "precision": "bf16 autocast, fp32 master weights" if device == "cuda" else "fp32",
             "attn_implementation": attn, "compile": compile,
             "tokens_per_s": round(tps, 1),
-            "flops_per_token": pretrain.flops_per_token(shape, vocab, seq_len),
-            "mfu": pretrain.mfu(tps, shape, vocab, seq_len, name),
-            "peak_bf16_flops": pretrain.peak_flops(name), "final_loss": res.log[-1]["loss"],
+            "flops_per_token": flops.flops_per_token(shape, vocab, seq_len),
+            "mfu": flops.mfu(tps, shape, vocab, seq_len, name),
+            "peak_bf16_flops": flops.peak_flops(name), "final_loss": res.log[-1]["loss"],
             "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device == "cuda" else None}
 
 

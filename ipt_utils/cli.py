@@ -7,7 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import plan, rehearse, runner
+from .profiles import available_profiles, load_profile
+from .registry import STAGES
 from .schema import SchemaError
+from .synthesize import cli_main
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,11 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .profiles import available_profiles, load_profile
-
     if args.cmd == "list":
-        from .stage import STAGES
-
         print("profiles:", ", ".join(available_profiles()))
         print("stages:  ", ", ".join(s.name for s in STAGES))
         return 0
@@ -61,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.cmd == "plan":
-        from . import plan
-
         if args.value:
             try:
                 print(plan.query(profiles[0], args.value, args.out))
@@ -79,15 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             print(plan.render(est))
         return 0
     if args.cmd in ("synthesize", "synth-merge"):
-        from .synthesize import cli_main
-
         return cli_main(args, profiles[0])
     if args.cmd == "validate":
         for prof in profiles:
             print(f"ok: {prof.path}")
         return 0
-
-    from . import runner
 
     try:
         runner.parse_stages(args.stages)
@@ -96,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.rehearse:
-            from . import rehearse
-
             rep = rehearse.run(args.profile, stages=args.stages, out=args.out, force=args.force)
         else:
             rep = runner.run(profiles[0], stages=args.stages, out=args.out, force=args.force)

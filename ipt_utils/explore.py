@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from . import io
+from .format import render_context, render_example
+from .synthesize import Synth, augmented_path, shard_dir
+
 ALL = "(all)"
 
 
@@ -64,15 +68,11 @@ class Entry:
 # ----------------------------------------------------------------------------- data
 
 def round_files(work: Path, cfg) -> list[Path]:
-    from .synthesize import shard_dir
-
     return sorted(shard_dir(Path(work), cfg).glob("round-*.jsonl"))
 
 
 def build_entries(synths: Sequence, rows: Sequence[dict]) -> list[Entry]:
     """Join the round rows (Synth) with the augmented rows; rebuild each prompt."""
-    from .format import render_context, render_example
-
     by_key = {s.key: s for s in synths}
     # (chain_id, id): an id-less corpus's ids are text hashes, so identical texts share an id
     by_member = {(r["chain_id"], m["id"]): (r, m) for r in rows for m in r["members"]}
@@ -93,9 +93,6 @@ def build_entries(synths: Sequence, rows: Sequence[dict]) -> list[Entry]:
 
 
 def load_entries(rounds: Iterable[Path], augmented: Path) -> list[Entry]:
-    from . import io
-    from .synthesize import Synth
-
     synths = [Synth.from_dict(d) for p in rounds for d in io.iter_jsonl(p)]
     rows = list(io.iter_jsonl(augmented)) if Path(augmented).exists() else []
     return build_entries(synths, rows)
@@ -103,8 +100,6 @@ def load_entries(rounds: Iterable[Path], augmented: Path) -> list[Entry]:
 
 def load(work: Path, cfg) -> list[Entry]:
     """The entries of one shard of stage 02 (`work` = <work_root>/02_synthesize)."""
-    from .synthesize import augmented_path
-
     return load_entries(round_files(work, cfg), augmented_path(Path(work), cfg))
 
 

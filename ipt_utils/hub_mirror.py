@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .assets import TOKENIZER_CORPUS, _corpus_lines
+from .format import render_example
 from .io import DIR_MODE
 from .schema import HUB_PREFIX, hub_source
 
@@ -464,8 +466,6 @@ def _train_bpe(pre_tokenizer, vocab_size: int, special_tokens: list[str], byte_l
     byte_level, printable ASCII is still in the alphabet (a real 32k vocab has every one)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from .assets import TOKENIZER_CORPUS, _corpus_lines
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizer
     alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else [chr(c) for c in range(33, 127)]
@@ -701,8 +701,6 @@ def _teach_markup(model, tok_dir: Path, seed: int, steps: int = 400, batch: int 
 
     import torch
     from transformers import AutoTokenizer
-
-    from .format import render_example
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
     rows = [r for r in _fixture("synth_collection.jsonl") if r.get("QA_list")]

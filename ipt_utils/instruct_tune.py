@@ -3,7 +3,10 @@
 For every arm, the model of stage:03_pretrain/<arm> is tuned on FLAN-style instruction
 data ({id, task, instruction, response}) rendered as `<s>{instruction}\\n\\n{response}</s>`
 with the loss on response tokens (and the closing `</s>`) only: prompt and padding
-labels are -100. Every `eval_every` steps (and at step 0 and the end) it scores
+labels are -100. Instructions and responses are tokenized as text (packing.encode_texts):
+the `<s>`/`</s>` are placed by encode_examples, never parsed out of the data; records without
+a usable pair are skipped and counted, over-long examples truncated and counted (metrics).
+Every `eval_every` steps (and at step 0 and the end) it scores
 MMLU-style questions ({question, subject, choices[4], answer}) by the log-likelihood of
 each answer continuation after a zero- or few-shot prompt, batched: `eval_format: letter`
 is lm-eval's MMLU format (options listed, continuations " A".." D", accuracy), `choice`
@@ -19,8 +22,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .pretrain import ARMS
-from .schema import spec
+from . import assets, io, launch, packing, pretrain
+from .pretrain import OptimConfig, finished_arm, make_accelerator, save_final, train_loop, write_loss_csv
+from .registry import ARMS
+from .schema import HUB_PREFIX, resolve_path, spec
 
 IGNORE = -100
 SEP = "\n\n"
@@ -87,11 +92,10 @@ def instruction_of(r: dict) -> dict | None:
 
 def load_instructions(source: str, limit: int = 0, stats: dict | None = None) -> list[dict]:
     """Usable instruction rows of `source`, streamed; stops after `limit` rows (0 = all).
-    `stats` receives records_read (records consumed) and rows."""
-    from .pretrain import _rows
-
+    `stats` receives records_read (records consumed), rows and records_skipped (no usable
+    pair: instruction or response missing, not a string, empty or whitespace only)."""
     rows, read = [], 0
-    for r in _rows(source):
+    for r in pretrain._rows(source):
         read += 1
         row = instruction_of(r)
         if row is not None:
@@ -99,7 +103,7 @@ def load_instructions(source: str, limit: int = 0, stats: dict | None = None) ->
             if limit and len(rows) >= limit:
                 break  # not one record more: the rest of a hub collection is never fetched
     if stats is not None:
-        stats.update(records_read=read, rows=len(rows))
+        stats.update(records_read=read, rows=len(rows), records_skipped=read - len(rows))
     if not rows:
         raise ValueError(f"{source}: no usable instruction rows (expected instruction/response, "
                          f"inputs/targets or question/response fields)")
@@ -112,9 +116,6 @@ def examples_needed(cfg: Params) -> int:
 
 
 def instructions_file(ctx, cfg: Params) -> Path:
-    from . import packing
-    from .schema import HUB_PREFIX, resolve_path
-
     ident = cfg.data if cfg.data.startswith(HUB_PREFIX) else resolve_path(cfg.data)
     key = packing.cache_key(ident, examples_needed(cfg), INSTRUCTIONS_VERSION)
     return ctx.work / "data" / f"instructions-{key}.jsonl"
@@ -126,8 +127,6 @@ def training_instructions(ctx, cfg: Params, accelerator=None) -> tuple[list[dict
     Read once, streamed (a hub collection of millions of rows is never read whole), by the
     main process into <work>/data/instructions-<key>.jsonl (atomic; the stats beside it);
     the other ranks wait at the barrier and read that file; later runs and arms reuse it."""
-    from . import io
-
     path = instructions_file(ctx, cfg)
     meta = path.with_suffix(".json")
 
@@ -150,22 +149,32 @@ def training_instructions(ctx, cfg: Params, accelerator=None) -> tuple[list[dict
     return io.read_jsonl(path), io.read_json(meta)
 
 
-def encode_example(tokenizer, instruction: str, response: str, max_len: int):
-    """(input_ids, labels): `<s> instruction SEP` masked, `response </s>` trained.
+def encode_examples(tokenizer, rows: list[dict], max_len: int) -> tuple[list[tuple[list, list]], dict]:
+    """(input_ids, labels) of every {instruction, response} row and {examples_truncated: n}:
+    `<s> instruction SEP` masked, `response </s>` trained. The texts are tokenized as text in
+    one batched call (packing.encode_texts): an instruction that spells "<s>" or "</s>" gets
+    those characters' tokens; the only BOS/EOS are the two placed here.
 
     Too long: the prompt keeps at most max_len // 2 tokens (left-truncated after <s>), the
-    response fills the rest (right-truncated).
+    response fills the rest (right-truncated); such examples are counted.
     """
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    prompt = tokenizer(instruction + SEP, add_special_tokens=False)["input_ids"]
-    resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
-    if 1 + len(prompt) + len(resp) > max_len:
-        keep_p = min(len(prompt), max(max_len // 2, max_len - 1 - len(resp)))
-        prompt = prompt[len(prompt) - keep_p:]
-        resp = resp[:max_len - 1 - len(prompt)]
-    ids = [bos] + prompt + resp
-    labels = [IGNORE] * (1 + len(prompt)) + resp
-    return ids, labels
+    ids = packing.encode_texts(tokenizer, [t for r in rows for t in (r["instruction"] + SEP, r["response"])])
+    out, truncated = [], 0
+    for prompt, resp in zip(ids[0::2], ids[1::2]):
+        resp = resp + [eos]
+        if 1 + len(prompt) + len(resp) > max_len:
+            truncated += 1
+            keep_p = min(len(prompt), max(max_len // 2, max_len - 1 - len(resp)))
+            prompt = prompt[len(prompt) - keep_p:]
+            resp = resp[:max_len - 1 - len(prompt)]
+        out.append(([bos] + prompt + resp, [IGNORE] * (1 + len(prompt)) + resp))
+    return out, {"examples_truncated": truncated}
+
+
+def encode_example(tokenizer, instruction: str, response: str, max_len: int):
+    """encode_examples of one example: (input_ids, labels)."""
+    return encode_examples(tokenizer, [{"instruction": instruction, "response": response}], max_len)[0][0]
 
 
 def collate(examples, pad_id: int):
@@ -211,9 +220,7 @@ def tune_batches(encoded, batch_size: int, micro_batch_size: int, pad_id: int, s
 # =========================================================================== evaluation
 
 def load_eval(source: str, limit: int = 0) -> list[dict]:
-    from .pretrain import _rows
-
-    rows = [r for r in _rows(source, split="test")
+    rows = [r for r in pretrain._rows(source, split="test")
             if isinstance(r.get("choices"), list) and isinstance(r.get("answer"), int)]
     return rows[:limit] if limit else rows
 
@@ -277,8 +284,9 @@ def continuation_logprobs(model, tokenizer, requests, batch_size: int, max_len: 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
     items = []  # (sequence ids, [(start, cont ids)] per continuation, request idx)
     for ri, (ctx, conts, *_) in enumerate(requests):
-        c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in conts]
-        p_ids = [bos] + tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        # text is text here too: a question that spells "</s>" is not cut by a forged EOS
+        p_ids, *c_ids = packing.encode_texts(tokenizer, [ctx, *conts])
+        p_ids = [bos] + p_ids
         if all(len(c) == 1 for c in c_ids):
             p_ids = p_ids[-max_len:]
             items.append((p_ids, [(len(p_ids), c) for c in c_ids], ri, True))
@@ -337,15 +345,12 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from . import assets, io, packing
-    from .pretrain import OptimConfig, finished_arm, make_accelerator, save_final, train_loop, write_loss_csv
-
     arm_dir = ctx.work / arm
     src = assets.resolve_model(ctx, f"stage:03_pretrain/{arm}")
     params = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_KEYS}
     weights = Path(src) / "model.safetensors"
     key = packing.cache_key(params, arm, ctx.seed, ctx.run.device, ctx.run.dtype,
-                            weights if weights.exists() else src)
+                            weights if weights.exists() else src, packing.TEXT_POLICY)
     done = arm_dir / "done.json"
     prev = finished_arm(ctx, arm, arm_dir, key)
     if prev:  # finished earlier: its loss log is restored, do not retune
@@ -357,7 +362,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="sdpa",
                                                  use_safetensors=True)
     instructions, data_stats = training_instructions(ctx, cfg, accelerator)
-    encoded = [encode_example(tok, r["instruction"], r["response"], cfg.max_len) for r in instructions]
+    encoded, enc_stats = encode_examples(tok, instructions, cfg.max_len)
     eval_rows = load_eval(cfg.eval_data, cfg.eval_limit)
     eval_len = getattr(model.config, "max_position_embeddings", 2048)
 
@@ -382,7 +387,10 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
                           "tokens": res.tokens, "wall_s": round(time.time() - t0, 2),
                           "accuracy_step0": first, "accuracy": final, "completed": res.completed,
                           "instruction_rows": data_stats["rows"],
-                          "instruction_records_read": data_stats["records_read"]},
+                          "instruction_records_read": data_stats["records_read"],
+                          # records without a usable pair (older instruction files lack the count)
+                          "instruction_records_skipped": data_stats["records_read"] - data_stats["rows"],
+                          **enc_stats},
               "curve": res.evals}
     if res.completed:
         save_final(acc, model, tok, arm_dir / "model")
@@ -397,8 +405,6 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
 
 
 def write_curve(path: Path, rows: list[dict]) -> Path:
-    from . import io
-
     with io.atomic_open(path) as f:
         f.write("arm,step,task,accuracy\n")
         for r in rows:
@@ -410,8 +416,6 @@ def tune_arms(ctx, cfg: Params, accelerator=None) -> dict:
     """Tune every arm; writes curve.csv (all arms) and loss_<arm>.csv; returns stage metrics.
     With `accelerate_config` (and no accelerator yet) this runs under `accelerate launch`."""
     if cfg.accelerate_config and accelerator is None:
-        from . import launch
-
         training_instructions(ctx, cfg)  # read once here: no rank streams the hub behind a barrier
         return launch.launch(ctx, "instruct_tune", cfg, cfg.accelerate_config, "ipt_utils.instruct_tune")
     main = accelerator is None or accelerator.is_main_process
@@ -431,16 +435,12 @@ def main(argv=None) -> int:
     """Entry point of a launched run: accelerate launch ... -m ipt_utils.instruct_tune launch.json."""
     import argparse
 
-    from . import io
-    from . import launch as launcher
-    from .pretrain import make_accelerator
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec", help="launch.json written by ipt_utils.launch")
     spec_path = ap.parse_args(argv).spec
-    with launcher.record_errors(spec_path):
-        ctx, cfg = launcher.open_from_spec(spec_path, "04_instruct_tune", "instruct_tune")
-        launcher.distributed_state()
+    with launch.record_errors(spec_path):
+        ctx, cfg = launch.open_from_spec(spec_path, "04_instruct_tune", "instruct_tune")
+        launch.distributed_state()
         acc = make_accelerator(ctx)
         metrics = tune_arms(ctx, cfg, accelerator=acc)
         if acc.is_main_process:

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import io
+from . import io, stage
 from .schema import REPO_ROOT, resolve_path
 
 NUM_PROCESSES_ENV = "IPT_NUM_PROCESSES"
@@ -241,8 +241,6 @@ def distributed_state():
 
 def open_from_spec(path: str, stage_name: str, section: str):
     """In a launched process: -> (ctx, cfg) from the launch.json the notebook wrote."""
-    from . import stage
-
     spec = io.read_json(path)
     ns = {"profile": spec["profile"], "run_dir": spec["run_dir"], "run": spec["run"],
           "interactive": False, **spec[section]}

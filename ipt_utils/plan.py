@@ -12,11 +12,13 @@ import math
 import os
 from pathlib import Path
 
-from .schema import HUB_PREFIX, TINY, hub_source, resolve_path
+from .flops import PEAK_BF16_FLOPS, flops_per_token, matmul_params
+from .registry import ARMS, default_stages, work_root_for
+from .schema import HUB_PREFIX, REPO_ROOT, TINY, hub_source, resolve_path
 
 # ---------------------------------------------------------------------------- constants (one place)
 GB = 1e9
-A100_BF16_PEAK_FLOPS = 312e12  # NVIDIA A100 datasheet, dense bf16 (also pretrain.PEAK_BF16_FLOPS)
+A100_BF16_PEAK_FLOPS = PEAK_BF16_FLOPS["A100"]  # NVIDIA A100 datasheet, dense bf16 (312e12)
 ASSUMED_MFU = 0.40  # our assumption for FSDP training of 0.5-8B models on A100s; measure with bench/bench_pretrain.py
 SYNTH_RAW_TOKENS_PER_S = 1e9 / 86400  # paper: ~1 day per 1B raw-text tokens on one A100-80GB (~11.6k tokens/s, vLLM, 7B)
 TOKENS_PER_TEXT = {"general": 500, "default": 500}  # paper: 100B tokens over ~200M RefinedWeb texts (40M = 1/5)
@@ -57,8 +59,6 @@ def _dtype_bytes(run) -> int:
 
 def shape_params(shape, vocab: int) -> float:
     """All parameters of a Mistral model (tied embedding counted once; norms ignored)."""
-    from .pretrain import matmul_params
-
     return float(matmul_params(shape, vocab))
 
 
@@ -108,9 +108,6 @@ def _hours(flops: float) -> float:
 def estimate(profile) -> dict:
     """-> {"profile", "stages": {stage: {...}}, "totals": {...}, "assumptions": [...], "constants": {...}}.
     Per stage: download_gb, disk_gb, tokens, gpu_hours and notes; numbers are floats (GB, hours)."""
-    from .pretrain import ARMS, flops_per_token
-    from .stage import default_stages
-
     S = profile.sections
     run, st, sy, pt, it, ev = (S[k] for k in ("run", "synth_tune", "synthesize", "pretrain", "instruct_tune",
                                                "evaluate"))
@@ -249,9 +246,6 @@ def estimate(profile) -> dict:
 
 def hub_cache(profile, out: str | None = None) -> str:
     """The HF_HUB_CACHE the profile's jobs will use (stage.setup_environment's choice)."""
-    from .schema import REPO_ROOT
-    from .stage import work_root_for
-
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
     if os.environ.get("HF_HOME"):

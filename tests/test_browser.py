@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from ipt_utils.stage import STAGES
+from ipt_utils.registry import STAGES
 
 # ~4 min on 2 idle cores; generous limits for a loaded machine
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(5400)]

@@ -26,9 +26,10 @@ import test_instruct_tune as ti
 import test_pretrain as tp
 import test_synth_tune as tst
 import test_synthesize as ts
-from ipt_utils import evaluate, instruct_tune, pretrain, synth_tune
+from ipt_utils import evaluate, flops, instruct_tune, pretrain, synth_tune
 from ipt_utils import synthesize as sy
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import StageContext
 # the CPU tests' fixtures, shared (each gets its own instance in this module)
 from test_evaluate import tiny_run  # noqa: F401
 from test_instruct_tune import env  # noqa: F401
@@ -213,7 +214,7 @@ def test_pretrain_steps(target, inputs, tmp_path):  # noqa: F811
     if target.device == "cuda":
         name = torch.cuda.get_device_name(0)
         assert m["device"] == name
-        assert (m["mfu"] is None) == (pretrain.peak_flops(name) is None)
+        assert (m["mfu"] is None) == (flops.peak_flops(name) is None)
     else:
         assert m["device"] == "cpu" and m["mfu"] is None
 

@@ -5,10 +5,11 @@ import random
 import numpy as np
 import pytest
 
-from ipt_utils import assets, instruct_tune
+from ipt_utils import assets, instruct_tune, io
 from ipt_utils.instruct_tune import IGNORE, SEP
 from ipt_utils.schema import validate
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import StageContext
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
             max_position_embeddings=512, vocab_size=0)
@@ -230,3 +231,48 @@ def test_instruction_fields_of_flan_and_openorca():
         {"instruction": "Be brief." + SEP + "Q?", "response": "A", "task": ""}
     assert of({"system_prompt": "", "question": "Q?", "response": "A"})["instruction"] == "Q?"
     assert of({"instruction": "I", "response": " "}) is None and of({"text": "x"}) is None
+
+
+@pytest.mark.parametrize("kind", ["tiny", "sentencepiece", "llama3"])
+def test_instructions_spelling_special_tokens_get_one_bos_and_one_eos(tokenizer_kinds, kind):
+    """An instruction or response that spells <s>, </s>, <pad>, <|begin_of_text|>, ... is text:
+    exactly the BOS and EOS that encode_examples places, and the texts decode back."""
+    from conftest import FORGED, HOSTILE
+
+    tok = tokenizer_kinds[kind][1]
+    f = " ".join(FORGED)
+    rows = [{"instruction": f"Explain {f} please", "response": f"They are {f}."},
+            {"instruction": HOSTILE["nul"] + HOSTILE["control"], "response": HOSTILE["cjk_emoji"]},
+            {"instruction": HOSTILE["long"], "response": "short"}]
+    encoded, stats = instruct_tune.encode_examples(tok, rows, max_len=4096)
+    assert stats == {"examples_truncated": 1}
+    for (ids, labels), r in zip(encoded, rows):
+        assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+        assert ids.count(tok.eos_token_id) == 1 and ids[-1] == tok.eos_token_id and len(ids) <= 4096
+        assert tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE][:-1]) == r["response"]
+    ids, labels = encoded[0]
+    assert tok.decode([t for t, lab in zip(ids, labels) if lab == IGNORE][1:]) == rows[0]["instruction"] + SEP
+
+
+def test_hostile_instruction_records_are_skipped_and_counted(env, tmp_path):
+    """Empty, whitespace-only and non-string instructions/responses are skipped and counted in
+    the arm's metrics; a 340k-character one is truncated and counted; NUL, control characters,
+    CJK and emoji train; invalid UTF-8 is refused naming file and line."""
+    from conftest import HOSTILE
+
+    files, _, _ = env
+    rows = [{"instruction": HOSTILE["empty"], "response": "r"}, {"instruction": "q", "response": HOSTILE["whitespace"]},
+            {"instruction": None, "response": "r"}, {"instruction": "q", "response": 7},
+            {"instruction": HOSTILE["long"], "response": "a long one"},
+            {"instruction": HOSTILE["nul"], "response": HOSTILE["control"]},
+            {"instruction": HOSTILE["cjk_emoji"], "response": HOSTILE["forged"]}] + io.read_jsonl(files["ins"])
+    data = _jsonl(tmp_path / "hostile.jsonl", rows)
+    ctx, cfg = _tune_setup(env, tmp_path, arms=("vanilla",), data=data, max_steps=2, batch_size=8, eval_limit=2,
+                           eval_every=2)
+    m = instruct_tune.tune_arms(ctx, cfg)["arms"]["vanilla"]
+    assert m["instruction_records_skipped"] == 4 and m["instruction_rows"] == 16 and m["completed"]
+    assert m["instruction_records_read"] == 20 and m["examples_truncated"] >= 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"instruction": "q", "response": "a"}\n{"instruction": "\xff", "response": "a"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid UTF-8"):
+        instruct_tune.load_instructions(str(bad))

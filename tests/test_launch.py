@@ -9,7 +9,8 @@ import pytest
 
 from ipt_utils import assets, instruct_tune, launch, pretrain, synth_tune
 from ipt_utils.schema import REPO_ROOT
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import StageContext
 
 from test_instruct_tune import _tune_setup
 from test_instruct_tune import env as tune_env  # noqa: F401 - fixture

@@ -6,7 +6,7 @@ import pytest
 
 from ipt_utils import notebooks
 from ipt_utils.profiles import load_profile
-from ipt_utils.stage import STAGES
+from ipt_utils.registry import STAGES
 
 
 def test_pairs_in_sync_and_without_outputs():

@@ -10,7 +10,7 @@ import pytest
 
 from ipt_utils import io
 from ipt_utils.schema import REPO_ROOT
-from ipt_utils.stage import STAGES
+from ipt_utils.registry import STAGES
 
 from conftest import run_profile
 

@@ -13,7 +13,8 @@ from ipt_utils import format as fmt
 from ipt_utils import rule_based as rb
 from ipt_utils import synthesize as sy
 from ipt_utils import templify as tp
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import StageContext
 
 REPO = Path(__file__).resolve().parent.parent
 PARAS = [json.loads(x) for x in open(REPO / "tests/data/handwritten_paragraphs.jsonl")]

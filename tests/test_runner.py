@@ -5,9 +5,9 @@ import json
 import nbformat
 import pytest
 
-from ipt_utils import cli, io, runner
+from ipt_utils import cli, io, manifest, registry, runner, stage
 from ipt_utils.profiles import load_profile
-from ipt_utils.stage import STAGES
+from ipt_utils.registry import STAGES
 
 NAMES = [s.name for s in STAGES]
 
@@ -47,7 +47,7 @@ def test_order_skip_force_and_param_change(tmp_path, fake):
     assert {"git_commit", "packages", "device", "params"} <= set(man)
     assert man["params"]["synth_tune"]["max_steps"] == prof.sections["synth_tune"].max_steps
     for n in NAMES:
-        assert (tmp_path / n / runner.MARKER).exists()
+        assert (tmp_path / n / manifest.MARKER).exists()
 
     calls.clear()
     rep = runner.run(prof, out=tmp_path, log=lambda *_: None)
@@ -94,7 +94,7 @@ def test_failure_stops_run_and_names_stage(tmp_path, fake, capsys, monkeypatch):
     man = io.read_json(tmp_path / "manifest.json")
     assert man["stages"]["02_synthesize"]["status"] == "failed"
     assert "exploded" in man["stages"]["02_synthesize"]["error"]
-    assert not (tmp_path / "02_synthesize" / runner.MARKER).exists()
+    assert not (tmp_path / "02_synthesize" / manifest.MARKER).exists()
     # the CLI turns it into exit 1 with the same message
     calls.clear()
     assert cli.main(["run", "--profile", "ci-tiny", "--out", str(tmp_path)]) == 1
@@ -156,7 +156,7 @@ def test_deps_follow_the_profile(tmp_path):
     assert "02_synthesize" not in runner.deps(van, STAGES[2])
     # 01's marker does not enter paper-500m's 02 key
     key = runner.stage_key(paper, STAGES[1], tmp_path)
-    io.write_json(tmp_path / "01_synth_tune" / runner.MARKER, {"key": "k", "completion": "c"})
+    io.write_json(tmp_path / "01_synth_tune" / manifest.MARKER, {"key": "k", "completion": "c"})
     assert runner.stage_key(paper, STAGES[1], tmp_path) == key
     assert runner.stage_key(tiny, STAGES[1], tmp_path) != runner.stage_key(tiny, STAGES[1], tmp_path / "x")
 
@@ -270,8 +270,6 @@ def test_optional_package_missing_fails_before_anything_runs(tmp_path, monkeypat
     """flash_attention_2 / qlora need flash-attn / bitsandbytes (optional): a clear error first."""
     import importlib.util
 
-    from ipt_utils import stage
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("flash_attn", "bitsandbytes") else real(name, *a))
@@ -284,7 +282,7 @@ def test_optional_package_missing_fails_before_anything_runs(tmp_path, monkeypat
     assert calls == []
     runner.run(prof, stages="01", out=tmp_path, log=lambda *_: None)  # stages that do not need it still run
     # the notebook path (open_stage) checks its own section too
-    ns = {**prof.stage_parameters(stage.STAGE_BY_NAME["01_synth_tune"]), "run_dir": str(tmp_path),
+    ns = {**prof.stage_parameters(registry.STAGE_BY_NAME["01_synth_tune"]), "run_dir": str(tmp_path),
           "interactive": False, "method": "qlora"}
     with pytest.raises(ModuleNotFoundError, match="synth_tune.method: qlora needs the bitsandbytes package"):
         stage.open_stage("01_synth_tune", ns)

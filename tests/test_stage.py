@@ -3,7 +3,7 @@ import pytest
 
 from ipt_utils import io, manifest, runner, stage
 from ipt_utils.profiles import load_profile
-from ipt_utils.stage import STAGE_BY_NAME
+from ipt_utils.registry import STAGE_BY_NAME
 
 
 @pytest.fixture(autouse=True)
@@ -102,14 +102,15 @@ def test_interactive_key_uses_the_profile_deps(tmp_path, fake):
     ns = {**prof.stage_parameters(STAGE_BY_NAME["02_synthesize"]), "run_dir": str(tmp_path), "interactive": True}
     ctx, _ = stage.open_stage("02_synthesize", ns)
     assert ctx.key == runner.stage_key(prof, STAGE_BY_NAME["02_synthesize"], tmp_path)
-    assert ctx.key == manifest.stage_key(prof.stage_hash(STAGE_BY_NAME["02_synthesize"]), (), tmp_path)
+    assert ctx.key == manifest.completion_key(prof.stage_hash(STAGE_BY_NAME["02_synthesize"]), (), tmp_path)
 
 
 _ENV_PROBE = """
 import json, sys
 from pathlib import Path
 from ipt_utils.schema import validate
-from ipt_utils.stage import RunParams, setup_environment
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import setup_environment
 run = validate(RunParams, {"seed": 0, "work_dir": "", "device": "cpu", "offline": True, "dtype": "auto"})
 setup_environment(Path(sys.argv[1]), run)
 import datasets.config, huggingface_hub

@@ -7,7 +7,8 @@ from ipt_utils import assets, io, synth_tune
 from ipt_utils.format import Pair, render_context, render_pairs
 from ipt_utils.profiles import load_profile
 from ipt_utils.schema import validate
-from ipt_utils.stage import RunParams, StageContext
+from ipt_utils.registry import RunParams
+from ipt_utils.stage import StageContext
 from ipt_utils.synth_tune import IGNORE, Example
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
