@@ -26,7 +26,8 @@ def fake_result(run_dir: Path, model_id, arm, tuned, scores: dict, profile="ci-t
     """A results/<model_id>.json shaped like evaluate.evaluate_model's output."""
     names = {t: f"ipt_{t}" for t in scores}
     res = {"results": {}, "n-samples": {}, "ipt": {"model_id": model_id, "arm": arm, "tuned": tuned,
-                                                   "profile": profile, "tasks": names, "run": run_dir.name}}
+                                                   "profile": profile, "tasks": names, "run": run_dir.name,
+                                                   "harness_version": "0.4.13"}}
     for t, v in scores.items():
         m = TASKS[t].metric
         res["results"][names[t]] = {"alias": names[t], f"{m},none": v, f"{m}_stderr,none": "N/A",
@@ -93,6 +94,14 @@ def test_every_table_and_figure(run_dir, tmp_path):
     arc = t1[t1.task == "ARC-e"].iloc[0]
     assert arc["Instruct PT (paper 500M)"] == "not reported" and arc["Instruct PT (paper 1.3B)"] == "60.5"
     assert (t1.isna().sum().sum()) == 0  # never blank
+    # each row names its metric; the notes name the harness version
+    assert dict(zip(t1.task, t1.metric))["ARC-e"] == "acc_norm" and dict(zip(t1.task, t1.metric))["Average"] == "mean"
+    md1 = (out / "tables" / "table1_general.md").read_text()
+    assert "lm-evaluation-harness (ci-tiny: 0.4.13)" in md1
+    t3 = pd.read_csv(out / "tables" / "table3_domain.csv", dtype=str)
+    assert dict(zip(t3.task, t3.metric))["Headline"] == "subtask_weighted_f1"
+    assert "lm-evaluation-harness (ci-tiny: 0.4.13)" in (out / "tables" / "table4_ablations.md").read_text()
+    assert "FPB weighted_f1" in (out / "tables" / "table4_ablations.md").read_text()
     # our instruct beats vanilla everywhere; paper 500M: PIQA and MMLU go the other way
     agree = dict(zip(t1.task, t1["Instruct>Vanilla agrees with paper 500M? (ci-tiny)"]))
     assert agree["BoolQ"] == "yes" and agree["PIQA"] == "no" and agree["ARC-e"] == "cannot judge"
