@@ -83,10 +83,12 @@ synth_tune.plot_loss(ctx)
 train_metrics
 
 # %% [markdown]
-# ## Evaluate the synthesizer (paper Table 5 shape)
+# ## Evaluate the synthesizer (paper Table 5)
 # Held-out contexts of seen and unseen datasets; the tuned synthesizer against its base
-# model, zero-shot and few-shot. Responses are scored against the gold answers of
-# matching instructions (token F1 / exact match).
+# model, zero-shot and few-shot. `response_f1`: its response to each gold instruction (given
+# after the context and the earlier gold pairs) against the gold response, SQuAD token F1.
+# `own_*`: the pairs it writes from the context alone, matched to the gold pairs by
+# instruction (docs/EVALUATION.md).
 
 # %%
 eval_sets = {"seen": eval_seen, "unseen": eval_unseen}

@@ -15,14 +15,17 @@
 # # 05 · Evaluate
 #
 # Scores every model of the run with lm-evaluation-harness (paper section 6): the general
-# suite (ARC-e/c, BoolQ, SIQA, WinoGrande, PIQA, OBQA, HellaSwag, MMLU; acc and acc_norm)
-# and the AdaptLLM domain suites (biomedicine, finance). `offline_tasks` swaps each task
-# for its offline twin over local JSONL files (`ipt_utils/tasks/ipt_<task>.yaml`).
+# suite (ARC-e/c, BoolQ, SIQA, WinoGrande, PIQA, OBQA, HellaSwag, MMLU; the harness's acc and
+# acc_norm) and the AdaptLLM domain suites (biomedicine, finance) by the authors' rules:
+# options by the lowest mean loss per answer token, their NER, ConvFinQA and Headline metrics
+# (docs/EVALUATION.md). `offline_tasks` swaps each task for its offline twin over local
+# JSONL files (`ipt_utils/tasks/ipt_<task>.yaml`).
 #
 # - **Inputs:** `<work>/03_pretrain/<arm>/model`, `<work>/04_instruct_tune/<arm>/model`
 #   (found on disk) and `external_models`; task data (hub, or `eval_data_dir`).
 # - **Outputs (stage dir):** `results/<model_id>.json` (the harness's results + run ids),
-#   `summary.csv` (model_id, arm, tuned, task, metric, value, n), `metrics.json`.
+#   `summary.csv` (model_id, arm, tuned, task, metric, value, n), `metrics.json` (with
+#   `over_context`: documents whose multiple-choice input is longer than `max_length`).
 #   A model whose results file matches the current settings is not evaluated again.
 
 # %%
