@@ -23,7 +23,6 @@ Unset, nothing changes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from . import assets, io
 from .eval_models import make_lm
+from .hashing import digest
 from .schema import HUB_PREFIX, resolve_path, spec
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -276,8 +276,7 @@ def _fingerprint(ctx, cfg: Params, entry: ModelEntry) -> str:
            "dtype": ctx.run.dtype, "device": ctx.device, "seed": ctx.seed, "scoring": SCORING}
     if hub_mirror_root() is not None:  # numbers over mirrors are never reused for the real data
         key["hub_mirror"] = str(hub_mirror_root())
-    blob = json.dumps(key, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest(json.dumps(key, sort_keys=True))
 
 
 # ---------------------------------------------------------------- running
@@ -324,7 +323,8 @@ def evaluate_model(ctx, cfg: Params, entry: ModelEntry, tm, names: dict[str, str
     import lm_eval
 
     t0 = time.time()
-    lm = make_lm(cfg.backend, model_args(ctx, cfg, entry), cfg.batch_size)
+    args = model_args(ctx, cfg, entry)
+    lm = make_lm(cfg.backend, args, cfg.batch_size)
     out = lm_eval.simple_evaluate(
         model=lm, tasks=list(names.values()),
         num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size, limit=cfg.limit or None,
@@ -342,7 +342,8 @@ def evaluate_model(ctx, cfg: Params, entry: ModelEntry, tm, names: dict[str, str
         "model": entry.spec, "pretrained": entry.pretrained, "run": ctx.run_dir.name,
         "run_dir": str(ctx.run_dir), "profile": ctx.profile, "tasks": names,
         "offline_tasks": cfg.offline_tasks, "num_fewshot": cfg.num_fewshot, "limit": cfg.limit,
-        "backend": cfg.backend, "device": ctx.device, "seconds": round(time.time() - t0, 2),
+        "backend": cfg.backend, "model_args": args, "device": ctx.device,
+        "seconds": round(time.time() - t0, 2),
         "fingerprint": _fingerprint(ctx, cfg, entry), "harness_version": lm_eval.__version__,
         "scoring": SCORING, "over_context": {canonical.get(t, t): s for t, s in sorted(lm.stats().items())},
     }

@@ -36,7 +36,7 @@ earlier document of its row.
 """
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
 import weakref
 from dataclasses import dataclass
@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from .hashing import digest, file_digest
 
 IGNORE = -100
 # how text becomes ids (hashed into tokenizer_fingerprint): "text-only" = special-token strings
@@ -142,12 +144,10 @@ def concat(parts: Iterable[Docs]) -> Docs:
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """Hash of what decides token ids: the fast tokenizer's full JSON + special tokens + TEXT_POLICY."""
-    h = hashlib.sha256(TEXT_POLICY.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update((backend.to_str() if backend is not None else repr(tokenizer.get_vocab())).encode())
-    h.update(json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                         len(tokenizer)]).encode())
-    return h.hexdigest()[:16]
+    vocab = backend.to_str() if backend is not None else repr(tokenizer.get_vocab())
+    specials = json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, len(tokenizer)])
+    return digest([TEXT_POLICY, vocab, specials])
 
 
 _TEXT_ONLY_CHECKED: "weakref.WeakSet" = weakref.WeakSet()
@@ -281,22 +281,8 @@ def prefix(docs: Docs, max_tokens: int) -> Docs:
 
 def cache_key(*parts) -> str:
     """Stable short hash of strings / numbers / file paths (files hashed by content)."""
-    h = hashlib.sha256(CACHE_VERSION.encode())
-    for p in parts:
-        if isinstance(p, Path):
-            h.update(file_digest(p).encode())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"|")
-    return h.hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    pieces = (file_digest(p) if isinstance(p, Path) else json.dumps(p, sort_keys=True, default=str) for p in parts)
+    return digest(itertools.chain([CACHE_VERSION], *((s, "|") for s in pieces)))
 
 
 def cached_tokenize(cache_dir: Path, key: str, tokenizer, texts_fn, num_proc: int = 1,

@@ -9,6 +9,7 @@ closing `</s>`): context tokens and padding are masked with -100.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from . import assets, hub_mirror, io
 from .assets import ModelShape, model_fingerprint
 from .format import Pair, render_context, render_example
+from .hashing import digest
 from .io import iter_local_records
 from .launch import CRASH_ENV, distributed_state, launch, maybe_crash, open_from_spec, record_errors
 from .pretrain import save_final
@@ -320,18 +322,15 @@ def run_key(ctx, cfg: Params, sequences: list[dict]) -> str:
     the checkpoints of another configuration.
     """
     import dataclasses
-    import hashlib
     import json
 
     import numpy as np
 
     train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("eval_")}
-    h = hashlib.sha256(json.dumps([train_cfg, ctx.seed, ctx.run.dtype,
-                                   model_fingerprint(base_model_dir(ctx, cfg))], sort_keys=True).encode())
-    for seq in sequences:
-        h.update(np.asarray(seq["input_ids"], dtype=np.int64).tobytes())
-        h.update(np.asarray(seq["labels"], dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
+    head = json.dumps([train_cfg, ctx.seed, ctx.run.dtype, model_fingerprint(base_model_dir(ctx, cfg))],
+                      sort_keys=True)
+    tokens = (np.asarray(seq[k], dtype=np.int64).tobytes() for seq in sequences for k in ("input_ids", "labels"))
+    return digest(itertools.chain([head], tokens))
 
 
 class _StopAfter:
