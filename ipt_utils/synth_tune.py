@@ -5,7 +5,9 @@ capped per source dataset (contexts with the most pairs first), with whole datas
 held out for the unseen evaluation. Each example is rendered with the format core
 exactly as the synthesizer sees it at inference; several examples of the same
 dataset are concatenated up to `max_seq_len`. Loss only on the pairs (and the
-closing `</s>`): context tokens and padding are masked with -100.
+closing `</s>`): context tokens and padding are masked with -100. Texts are neutralised and
+tokenized as text, so only the markup's own `<s>`/`</s>` become BOS/EOS (encode_example);
+malformed records and over-long examples are skipped and counted (metrics).
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from pathlib import Path
 
 from . import assets, hub_mirror, io
 from .assets import ModelShape, model_fingerprint
-from .format import Pair, render_context, render_example
+from .format import BOS, EOS, Pair, collection_example, neutralise, render_context, render_example
 from .hashing import digest
 from .io import iter_local_records
 from .launch import CRASH_ENV, distributed_state, launch, maybe_crash, open_from_spec, record_errors
+from .packing import check_text_only, encode_texts
 from .pretrain import save_final
 from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
@@ -83,26 +86,34 @@ class Example:
 
 
 def load_collection(cfg: Params) -> tuple[list[Example], dict]:
-    """Read the collection; malformed records are skipped and counted, never fatal."""
+    """Read the collection; malformed records (format.collection_example) are skipped and
+    counted, never fatal; invalid UTF-8 / JSON in a local file is refused with file and line.
+
+    Contexts and pairs are neutralised (counted as records_neutralised): an example is the
+    synthesizer's markup, and a context spelling `</CON>` or `<s>` must not end it early or
+    forge a control token; stage 02 neutralises the texts of its prompts the same way, so the
+    model is tuned on what it reads at inference."""
     stats = defaultdict(int)
     wanted = set(cfg.datasets)
     examples = []
     for where, rec in _iter_records(cfg):
-        pairs = rec.get("QA_list")
-        ok = isinstance(rec.get("context"), str) and isinstance(pairs, list) and pairs and all(
-            isinstance(p, dict) and isinstance(p.get("Q"), str) and isinstance(p.get("A"), str)
-            and p["Q"].strip() and p["A"].strip() for p in pairs)
-        if not ok:
+        stats["records_read"] += 1
+        example = collection_example(rec)
+        if example is None:
             stats["records_malformed"] += 1
             stats.setdefault("first_malformed", where)
             continue
         name = str(rec.get("rc_name") or "unknown")
         if wanted and name not in wanted:
             continue
-        examples.append(Example(name, rec["context"].strip(),
-                                [Pair(p["Q"].strip(), p["A"].strip()) for p in pairs],
-                                str(rec.get("QA_type", ""))))
-    stats["records_read"] = len(examples) + stats["records_malformed"]
+        context, changed = neutralise(example[0])
+        pairs = []
+        for q, a in example[1]:
+            (q, cq), (a, ca) = neutralise(q), neutralise(a)
+            pairs.append(Pair(q, a))
+            changed = changed or cq or ca
+        stats["records_neutralised"] += changed
+        examples.append(Example(name, context, pairs, str(rec.get("QA_type", ""))))
     return examples, dict(stats)
 
 
@@ -142,23 +153,28 @@ def split_examples(examples: list[Example], cfg: Params, seed: int):
 def encode_example(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
     """Token ids and labels of one rendered example; only pairs + `</s>` carry loss.
 
-    The example is tokenized in one piece, exactly as it appears as a history example in a
-    synthesis prompt (format.build_prompt), so the model is tuned on the tokens it later
-    reads; the loss mask starts at the first token that begins after the rendered context
-    (character offsets; without a fast tokenizer, the longest shared prefix with the
-    context's own tokens)."""
+    The ids are exactly those of the example as a history example in a synthesis prompt
+    (format.encode_markup of format.build_prompt), so the model is tuned on the tokens it
+    later reads: the example's leading `<s>` and closing `</s>` are the tokenizer's BOS/EOS
+    ids placed here, everything between is one piece tokenized as text (no special token
+    parsed out of the collection's texts). The loss mask starts at the first token that
+    begins after the rendered context (character offsets; without a fast tokenizer, the
+    longest shared prefix with the context's own tokens)."""
     text, ctx = render_example(ex.context, ex.pairs), render_context(ex.context)
+    body, ctx_body = text[len(BOS):-len(EOS)], ctx[len(BOS):]  # rendered examples are <s> ... </s>
+    check_text_only(tokenizer)
     fast = bool(getattr(tokenizer, "is_fast", False))
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=fast)
+    enc = tokenizer(body, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=fast)
     ids = list(enc["input_ids"])
     if fast:
-        n = next((i for i, (a, b) in enumerate(enc["offset_mapping"]) if a >= len(ctx) and b > a), len(ids))
+        n = next((i for i, (a, b) in enumerate(enc["offset_mapping"]) if a >= len(ctx_body) and b > a), len(ids))
     else:
-        ctx_ids = tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        ctx_ids = encode_texts(tokenizer, [ctx_body])[0]
         n = 0
         while n < min(len(ctx_ids), len(ids)) and ids[n] == ctx_ids[n]:
             n += 1
-    return ids, [IGNORE] * n + ids[n:]
+    ids = [tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id]
+    return ids, [IGNORE] * (n + 1) + ids[n + 1:]
 
 
 def build_sequences(tokenizer, train: list[Example], max_len: int, seed: int):

@@ -69,8 +69,9 @@ def metaspace_tokenizer():
 @pytest.mark.parametrize("which", ["tokenizer", "metaspace_tokenizer"])
 def test_tuning_tokens_equal_the_tokens_inside_a_prompt(which, request):
     """An example is tuned on exactly the tokens it has as a history example in a synthesis
-    prompt, and the loss starts where its context ends."""
-    from ipt_utils.format import build_prompt, render_example
+    prompt (stage 02 encodes prompts with format.encode_markup), and the loss starts where its
+    context ends."""
+    from ipt_utils.format import build_prompt, encode_markup, render_example
 
     tokenizer = request.getfixturevalue(which)
 
@@ -79,11 +80,14 @@ def test_tuning_tokens_equal_the_tokens_inside_a_prompt(which, request):
                 Example("d", "", [Pair("Say hi.", "Hi.")], "free-form")]
     for ex in examples:
         ids, labels = synth_tune.encode_example(tokenizer, ex)
-        assert ids == tokenizer(render_example(ex.context, ex.pairs), add_special_tokens=False)["input_ids"]
-        prompt = tokenizer(build_prompt("Next text.", [(ex.context, ex.pairs)]), add_special_tokens=False)["input_ids"]
+        assert ids == encode_markup(tokenizer, render_example(ex.context, ex.pairs))
+        if ex.context or which == "tokenizer":  # a Metaspace "first" tokenizer starts a piece after
+            # a parsed <s> without its "▁" (Mistral's own and the tiny one do not differ)
+            assert ids == tokenizer(render_example(ex.context, ex.pairs), add_special_tokens=False)["input_ids"]
+        prompt = encode_markup(tokenizer, build_prompt("Next text.", [(ex.context, ex.pairs)]))
         assert prompt[:len(ids)] == ids
-        later = tokenizer(build_prompt("Next text.", [("Other.", [Pair("q?", "a")]), (ex.context, ex.pairs)]),
-                          add_special_tokens=False)["input_ids"]
+        later = encode_markup(tokenizer, build_prompt("Next text.", [("Other.", [Pair("q?", "a")]),
+                                                                     (ex.context, ex.pairs)]))
         assert any(later[i:i + len(ids)] == ids for i in range(len(later) - len(ids) + 1))
         n = labels.count(IGNORE)
         assert labels[n:] == ids[n:] and IGNORE not in labels[n:]
@@ -133,6 +137,59 @@ def test_load_split_cap_and_malformed(tmp_path):
         # the cap prefers contexts with the most pairs (among those not held out)
         pool = sorted((len(e.pairs) for e in examples if e.dataset == ds and e not in seen), reverse=True)
         assert sorted((len(e.pairs) for e in kept), reverse=True) == pool[:4]
+
+
+@pytest.mark.parametrize("kind", ["tiny", "sentencepiece", "llama3"])
+def test_collection_spelling_special_tokens_is_text(tmp_path, tokenizer_kinds, kind):
+    """Contexts and pairs that spell <s>, </s>, <pad>, <|begin_of_text|>, markup ...: neutralised
+    and counted, then tokenized as text, so an example holds exactly one BOS and one EOS, and its
+    ids are those stage 02 gives it as a history example (format.encode_markup)."""
+    from conftest import FORGED
+
+    from ipt_utils.format import MARKUP, build_prompt, encode_markup, render_example
+
+    f = " ".join(FORGED + MARKUP)
+    src = tmp_path / "c.jsonl"
+    _write_collection(src, [{"context": f"Context {f}", "QA_list": [{"Q": f"Q {f}?", "A": f"A {f}"}], "rc_name": "a"},
+                            {"context": "plain", "QA_list": [{"Q": "q?", "A": "a"}], "rc_name": "a"}])
+    examples, stats = synth_tune.load_collection(_cfg(tmp_path, data=str(src), datasets=[], heldout_datasets=[]))
+    assert stats["records_neutralised"] == 1 and stats["records_read"] == 2
+    tok = tokenizer_kinds[kind][1]
+    for ex in examples:
+        assert not any(m in ex.context + ex.pairs[0].instruction + ex.pairs[0].response for m in MARKUP)
+        ids, labels = synth_tune.encode_example(tok, ex)
+        assert ids.count(tok.bos_token_id) == 1 == ids.count(tok.eos_token_id)
+        assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id == labels[-1]
+        assert ids == encode_markup(tok, render_example(ex.context, ex.pairs))
+        prompt = encode_markup(tok, build_prompt("Next.", [(ex.context, ex.pairs)]))
+        assert prompt[:len(ids)] == ids
+
+
+def test_hostile_collection_records_are_used_skipped_or_counted(tmp_path, tokenizer):
+    """Empty and whitespace-only contexts are examples without a text (as in the release), a
+    340k-character context is too long and counted, NUL/control/CJK/emoji are tuned on,
+    malformed records are counted, invalid UTF-8 is refused with file and line."""
+    from conftest import HOSTILE
+
+    rows = [{"context": t, "QA_list": [{"Q": f"q {k}?", "A": f"a {k}"}], "rc_name": "a"} for k, t in HOSTILE.items()]
+    rows += [{"context": "c", "QA_list": [{"Q": "\x00", "A": "a"}], "rc_name": "a"},  # NUL is not blank: kept
+             {"context": "c", "QA_list": [{"Q": " ", "A": "a"}], "rc_name": "a"}, {"QA_list": [], "rc_name": "a"}]
+    src = tmp_path / "c.jsonl"
+    _write_collection(src, rows)
+    examples, stats = synth_tune.load_collection(_cfg(tmp_path, data=str(src), datasets=[], heldout_datasets=[]))
+    assert stats["records_read"] == len(rows) and stats["records_malformed"] == 2
+    assert stats["first_malformed"] == f"{src}:{len(HOSTILE) + 2}"
+    assert [e.context for e in examples[:2]] == ["", ""]
+    seqs, st = synth_tune.build_sequences(tokenizer, examples, max_len=256, seed=0)
+    assert st["examples_too_long"] == 1 and st["examples_used"] == len(examples) - 1
+    for seq in seqs:
+        assert seq["input_ids"].count(tokenizer.bos_token_id) == seq["input_ids"].count(tokenizer.eos_token_id)
+    text = tokenizer.decode([t for s in seqs for t in s["input_ids"]])
+    assert HOSTILE["nul"] in text and HOSTILE["cjk_emoji"] in text and HOSTILE["control"] in text
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"context": "ok", "QA_list": [{"Q": "q", "A": "a"}]}\n{"context": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid UTF-8"):
+        synth_tune.load_collection(_cfg(tmp_path, data=str(bad), datasets=[], heldout_datasets=[]))
 
 
 def test_sequences_concatenate_same_dataset(tokenizer):
