@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hashing import digest
 from .io import DIR_MODE
 from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, resolve_path, spec
 
@@ -176,14 +177,12 @@ def model_fingerprint(path_or_name: str) -> str:
     """Changes whenever a local model is rewritten (file names, sizes, mtimes of its
     weights and configs), so results computed from an older model are never reused.
     A hub name stands for itself."""
-    import hashlib
-
     p = Path(path_or_name)
     if not p.is_dir():
         return path_or_name
     parts = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
              for f in sorted(p.iterdir()) if f.suffix in (".safetensors", ".json")]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return digest("|".join(parts))
 
 
 def load_tokenizer(ctx, model: str):

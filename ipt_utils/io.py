@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .hashing import digest
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -163,6 +165,4 @@ def record_id(rec: dict, text: str) -> str:
     rid = rec.get("id")
     if rid is not None:
         return str(rid)
-    import hashlib
-
-    return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
+    return "sha1:" + digest(text, n=20, algo="sha1")

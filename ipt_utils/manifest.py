@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 from . import io
 from .hardware import device_info, package_versions
+from .hashing import digest
 from .schema import REPO_ROOT
 
 MARKER = ".complete"
@@ -37,8 +37,7 @@ def now() -> str:
 
 def params_hash(section: str, run: dict, params: dict) -> str:
     """Hash of what determines a stage's output: its own section and the run section."""
-    blob = json.dumps({"run": run, section: params}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest(json.dumps({"run": run, section: params}, sort_keys=True, default=str))
 
 
 def read(run_dir: Path) -> dict:
@@ -62,7 +61,7 @@ def completion_key(phash: str, deps: Iterable[str], run_dir: Path) -> str:
     for dep in deps:
         m = read_marker(run_dir, dep) or {}
         parts.append(f"{dep}:{m.get('key')}:{m.get('completion')}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return digest("|".join(parts))
 
 
 @contextlib.contextmanager

@@ -30,7 +30,6 @@ multi-round driver run with no model.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Callable, Sequence
 
 from .format import CON, CON_END, Pair, render_pairs
 from .generation import GenOut
+from .hashing import digest, file_digest
 from .templify import Member, templify_chain
 
 VERSION_SRC = Path(__file__).resolve()
@@ -385,8 +385,7 @@ RULES: dict[str, Callable] = {
 
 
 def _rng(text: str, seed: int, rule: str) -> random.Random:
-    h = hashlib.sha256(f"{seed}\x00{rule}\x00{text}".encode()).digest()
-    return random.Random(int.from_bytes(h[:8], "big"))
+    return random.Random(int(digest(f"{seed}\x00{rule}\x00{text}", n=16), 16))  # the hash's first 8 bytes
 
 
 def mine_tagged(text: str, seed: int = 0, rules: Sequence[str] | None = None) -> list[tuple[str, Pair]]:
@@ -411,7 +410,7 @@ def mine(text: str, seed: int = 0) -> list[Pair]:
 
 def version() -> str:
     """Changes whenever the rules change (stage 02 discards finished rounds of older rules)."""
-    return "rule_based-" + hashlib.sha256(VERSION_SRC.read_bytes()).hexdigest()[:12]
+    return "rule_based-" + file_digest(VERSION_SRC, n=12)
 
 
 # ---------------------------------------------------------------- stage 02 engine

@@ -30,7 +30,7 @@ encode/decode and a `generate(list[token ids]) -> list[GenOut | str]` function.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import itertools
 import json
 import os
 import sys
@@ -45,6 +45,7 @@ from .assets import model_fingerprint
 from .attention import use_grouped
 from .format import build_prompt, encode_markup, neutralise, parse_pairs_with_stats, render_context
 from .generation import GenOut
+from .hashing import digest
 from .io import iter_local_records, record_id, record_text
 from .progress import bar
 from .registry import work_root_for
@@ -595,11 +596,8 @@ def augmented_path(work: Path, cfg: Params) -> Path:
 def fingerprint(cfg: Params, texts: Sequence[RawText], model_stamp: str = "") -> str:
     keys = ("model", "corpus", "split", "text_column", "domain", "max_texts", "num_shards",
             "shard_index", "shard_by", "rounds", "max_new_tokens", "max_model_len")
-    h = hashlib.sha256(json.dumps({**{k: getattr(cfg, k) for k in keys}, "weights": model_stamp},
-                                  sort_keys=True).encode())
-    for t in texts:
-        h.update(json.dumps([t.id, t.domain, t.text]).encode())
-    return h.hexdigest()[:20]
+    head = json.dumps({**{k: getattr(cfg, k) for k in keys}, "weights": model_stamp}, sort_keys=True)
+    return digest(itertools.chain([head], (json.dumps([t.id, t.domain, t.text]) for t in texts)), n=20)
 
 
 def load_done_rounds(sdir: Path, fp: str) -> dict[int, list[Synth]]:
@@ -929,7 +927,7 @@ def params_key(cfg: Params, model_stamp: str) -> str:
     """What every shard of one job must share (all synthesis params but shard_index, and the weights)."""
     skip = ("shard_index", "batch_size", "tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching")
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
-    return hashlib.sha256(json.dumps({**d, "weights": model_stamp}, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(json.dumps({**d, "weights": model_stamp}, sort_keys=True))
 
 
 def shard_name(i: int, n: int) -> str:
