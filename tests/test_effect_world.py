@@ -1,0 +1,92 @@
+"""The cpu-effect toy world: determinism, disjoint roles, evaluation items, synthesis scoring."""
+from __future__ import annotations
+
+import pytest
+
+from ipt_utils import effect_world as ew
+from ipt_utils import io
+
+SMALL = ew.WorldConfig(seed=3, tuning=12, converted=5, tuned=5, heldout=15, bios=2, mix_records=4)
+
+
+@pytest.fixture(scope="module")
+def files():
+    return ew.build(SMALL)
+
+
+def test_shipped_world_is_up_to_date():
+    assert ew.check() == []
+
+
+def test_regeneration_is_byte_identical(tmp_path):
+    ew.write_world(tmp_path / "a", SMALL)
+    assert ew.check(tmp_path / "a") == []
+    (tmp_path / "a" / "eval" / "heldout_qa.jsonl").write_text("{}\n")
+    assert ew.check(tmp_path / "a") == ["eval/heldout_qa.jsonl"]
+
+
+def test_roles_are_disjoint_and_the_converted_fifth_comes_first(files):
+    people = ew.make_people(SMALL)
+    names = [p.name for g in ew.GROUPS for p in people[g]]
+    assert len(names) == len(set(names))
+    corpus_people = [r["id"].rsplit("-bio", 1)[0] for r in files["raw_corpus.jsonl"]]
+    assert not any(pid.startswith("tuning-") for pid in corpus_people)
+    n_conv = SMALL.converted * SMALL.bios
+    assert all(p.startswith("converted-") for p in corpus_people[:n_conv])
+    assert not any(p.startswith("converted-") for p in corpus_people[n_conv:])
+    assert len(files["raw_corpus.jsonl"]) == (SMALL.converted + SMALL.tuned + SMALL.heldout) * SMALL.bios
+    tuned = {p.name for p in people["tuned"]}
+    assert all(any(n in r["instruction"] for n in tuned) for r in files["instructions.jsonl"])
+    assert files["synth_collection_mix.jsonl"] == files["synth_collection.jsonl"][:SMALL.mix_records]
+    assert len(files["synth_collection.jsonl"]) == SMALL.tuning * SMALL.tuning_bios
+
+
+def test_bios_state_every_attribute_and_name_once(files):
+    people = {p.pid: p for ps in ew.make_people(SMALL).values() for p in ps}
+    for r in files["raw_corpus.jsonl"]:
+        p = people[r["id"].rsplit("-bio", 1)[0]]
+        assert r["text"].count(p.name) == 1
+        assert all(v in r["text"] for v in p.attrs.values())
+    bios = [r["text"] for r in files["raw_corpus.jsonl"]]
+    assert len(set(bios)) > 0.9 * len(bios)  # paraphrases, not copies
+
+
+def test_eval_items_ask_heldout_people_with_the_gold_in_the_choices(files):
+    people = ew.make_people(SMALL)
+    held = {p.pid: p for p in people["heldout"]}
+    for name in ("eval/heldout_qa.jsonl", "eval/heldout_cloze.jsonl"):
+        rows = files[name]
+        assert len(rows) == SMALL.heldout * len(ew.ATTRS)
+        for r in rows:
+            p = held[r["id"].rsplit("-", 1)[0]]
+            assert len(r["choices"]) == SMALL.choices == len(set(r["choices"]))
+            assert r["choices"][r["answer"]] == p.attrs[r["subject"]]
+    golds = [r["answer"] for r in files["eval/heldout_qa.jsonl"]]
+    assert len(set(golds)) == SMALL.choices  # the gold position varies
+    cloze = files["eval/heldout_cloze.jsonl"][0]
+    assert cloze["context"] == f"{held[cloze['id'].rsplit('-', 1)[0]].name} was born in"
+
+
+def test_synthesis_accuracy_scores_names_and_answers():
+    p = ew.make_people(SMALL)["converted"][0]
+    right = [list(qa) for qa in ew.qa_pairs(p)]
+    wrong_name = [[right[0][0].replace(p.name, "Nobody Here"), right[0][1]]]
+    wrong_answer = [[right[1][0], "never"]]
+    rows = [{"members": [{"id": f"{p.pid}-bio0", "pairs": right + wrong_name + wrong_answer + [["Why?", "x"]]},
+                         {"id": "other-text", "pairs": [["Where was A born?", "B"]]}]}]
+    acc = ew.synthesis_accuracy(rows, SMALL)
+    assert (acc["members"], acc["members_skipped"], acc["pairs"]) == (1, 1, 8)
+    assert (acc["known"], acc["right_name"], acc["correct"]) == (7, 6, 5)
+    assert acc["correct_rate"] == 5 / 8
+
+
+def test_too_many_people_is_a_clear_error():
+    with pytest.raises(ValueError, match="name pools hold"):
+        ew.make_people(ew.WorldConfig(tuning=5000))
+
+
+def test_cli_check(tmp_path, capsys):
+    assert ew.main(["--out", str(tmp_path), "--tuning", "6", "--converted", "2", "--tuned", "2",
+                    "--heldout", "3"]) == 0
+    assert io.read_json(tmp_path / "world.json")["config"]["tuning"] == 6
+    assert ew.main(["--out", str(tmp_path), "--check"]) == 0
