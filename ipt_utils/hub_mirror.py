@@ -24,6 +24,7 @@ from typing import Callable
 from .assets import TOKENIZER_CORPUS, _corpus_lines
 from .format import render_example
 from .io import DIR_MODE
+from .packing import IGNORE
 from .schema import HUB_PREFIX, hub_source
 
 BUILDER_VERSION = 3
@@ -712,7 +713,7 @@ def _teach_markup(model, tok_dir: Path, seed: int, steps: int = 400, batch: int 
         chosen = rng.sample(seqs, min(batch, len(seqs)))
         n = max(map(len, chosen))
         ids = torch.tensor([s + [tok.eos_token_id] * (n - len(s)) for s in chosen])
-        labels = torch.tensor([s + [-100] * (n - len(s)) for s in chosen])
+        labels = torch.tensor([s + [IGNORE] * (n - len(s)) for s in chosen])
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         opt.step()

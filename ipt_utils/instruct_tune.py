@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import assets, io, launch, packing, pretrain
+from .packing import IGNORE
 from .pretrain import OptimConfig, finished_arm, make_accelerator, save_final, train_loop, write_loss_csv
 from .registry import ARMS
 from .schema import HUB_PREFIX, resolve_path, spec
 
-IGNORE = -100
 SEP = "\n\n"
 LETTERS = "ABCDEFGHIJ"
 
@@ -219,7 +219,7 @@ def tune_batches(encoded, batch_size: int, micro_batch_size: int, pad_id: int, s
 
 # =========================================================================== evaluation
 
-def load_eval(source: str, limit: int = 0) -> list[dict]:
+def load_eval_rows(source: str, limit: int = 0) -> list[dict]:
     rows = [r for r in pretrain._rows(source, split="test")
             if isinstance(r.get("choices"), list) and isinstance(r.get("answer"), int)]
     return rows[:limit] if limit else rows
@@ -363,7 +363,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
                                                  use_safetensors=True)
     instructions, data_stats = training_instructions(ctx, cfg, accelerator)
     encoded, enc_stats = encode_examples(tok, instructions, cfg.max_len)
-    eval_rows = load_eval(cfg.eval_data, cfg.eval_limit)
+    eval_rows = load_eval_rows(cfg.eval_data, cfg.eval_limit)
     eval_len = getattr(model.config, "max_position_embeddings", 2048)
 
     def eval_fn(m, step):

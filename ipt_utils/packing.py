@@ -47,7 +47,7 @@ import numpy as np
 
 from .hashing import digest, file_digest
 
-IGNORE = -100
+IGNORE = -100  # label of a position with no loss (torch cross_entropy's ignore_index); every trainer uses it
 # how text becomes ids (hashed into tokenizer_fingerprint): "text-only" = special-token strings
 # in data are plain text (split_special_tokens=True); change it when that policy changes
 TEXT_POLICY = "text-only-1"

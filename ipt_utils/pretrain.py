@@ -85,6 +85,7 @@ from .assets import ModelShape
 from .flops import mfu
 from .format import collection_example
 from .launch import maybe_crash
+from .packing import IGNORE
 from .progress import bar
 from .registry import ARMS, AUGMENTED_RECIPES
 from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, hub_source, resolve_path, spec
@@ -92,7 +93,6 @@ from .synthesize import variant_augmented
 from .templify import usable_pairs
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
-IGNORE = -100
 RENDER_VERSION = "render-4"  # part of the cache key of every source's texts (with templify.py's bytes)
 TEMPLIFY_SRC = Path(__file__).resolve().parent / "templify.py"
 
@@ -212,7 +212,7 @@ def _text_of(row: dict, where: str = "row"):
     raise ValueError(f"{where}: no text field ('text' or 'content'); keys {sorted(row)}")
 
 
-def render_pairs(pairs, context: str = "") -> str:
+def render_plain_pairs(pairs, context: str = "") -> str:
     """Plain readable text of a context and its (instruction, response) pairs."""
     parts = [context.strip()] if context and context.strip() else []
     parts += [f"Question: {q.strip()}\nAnswer: {a.strip()}" for q, a in pairs]
@@ -352,7 +352,7 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
         for r in aug_rows():
             kept = [p for m in r["members"] for p in usable_pairs(m["pairs"])]
             if kept:
-                yield render_pairs(kept)
+                yield render_plain_pairs(kept)
             else:
                 pairs_info["docs_without_pairs"] += 1
 

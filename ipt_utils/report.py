@@ -61,7 +61,7 @@ class Inputs:
         return next(iter(self.runs))
 
 
-def load_eval(run_dir: Path):
+def read_eval_results(run_dir: Path):
     """One run's evaluation rows (value x100), from results/*.json, else summary.csv; None if absent."""
     import pandas as pd
 
@@ -102,7 +102,7 @@ def collect_inputs(run_dir: str | Path, cfg: Params) -> Inputs:
     frames, runs, missing, notes = [], {}, [], []
     for i, rd in enumerate([run_dir] + [Path(p) for p in cfg.compare_runs]):
         rd = resolve_path(str(rd))
-        df = load_eval(rd)
+        df = read_eval_results(rd)
         if df is None:
             missing.append(f"{rd}/05_evaluate/results/*.json (or summary.csv)")
             if i == 0:
@@ -492,7 +492,7 @@ def table4(inp: Inputs, cfg: Params, pn) -> Table:
                **{ab: (inp.label, ab, ev) for ab in ("rule_based", "one_shot")}}
     for ab, rd in cfg.ablation_runs.items():
         rd = resolve_path(rd)
-        df = load_eval(rd)
+        df = read_eval_results(rd)
         if df is None:
             inp.missing.append(f"{rd}/05_evaluate/results/*.json (ablation {ab})")
         sources[ab] = (None if df is None else df["run"].iloc[0], "instruct", df)

@@ -25,11 +25,10 @@ from .format import BOS, EOS, Pair, collection_example, neutralise, render_conte
 from .hashing import digest
 from .io import iter_local_records
 from .launch import CRASH_ENV, distributed_state, launch, maybe_crash, open_from_spec, record_errors
-from .packing import check_text_only, encode_texts
+from .packing import IGNORE, check_text_only, encode_texts
 from .pretrain import save_final
 from .schema import HUB_PREFIX, TINY, resolve_path, spec
 
-IGNORE = -100
 SEQUENCES = "sequences.jsonl"  # <work>/01_synth_tune/: the training sequences handed to launched ranks
 
 

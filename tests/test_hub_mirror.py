@@ -94,7 +94,7 @@ def test_instruction_and_eval_data_through_project_loaders(root):
     assert (flan_dir / "flan_fsopt_data" / "part.0.parquet").exists()
     flan = instruct_tune.load_instructions(_hf(root, "Open-Orca/FLAN"))
     assert len(flan) == 4 * len(hm.FLAN_FOLDERS)
-    mmlu = instruct_tune.load_eval(_hf(root, "cais/mmlu", "all"))
+    mmlu = instruct_tune.load_eval_rows(_hf(root, "cais/mmlu", "all"))
     assert len(mmlu) == 4 * 57 and {r["subject"] for r in mmlu} == set(hm.MMLU_SUBJECTS)
     assert all(len(r["choices"]) == 4 and r["answer"] in range(4) for r in mmlu)
     mmlu_dir = hm.dataset_dir(root, "cais/mmlu")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ipt_utils import assets, instruct_tune, io
-from ipt_utils.instruct_tune import IGNORE, SEP
+from ipt_utils.instruct_tune import SEP
+from ipt_utils.packing import IGNORE
 from ipt_utils.schema import validate
 from ipt_utils.registry import RunParams
 from ipt_utils.stage import StageContext

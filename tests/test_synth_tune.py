@@ -9,7 +9,8 @@ from ipt_utils.profiles import load_profile
 from ipt_utils.schema import validate
 from ipt_utils.registry import RunParams
 from ipt_utils.stage import StageContext
-from ipt_utils.synth_tune import IGNORE, Example
+from ipt_utils.packing import IGNORE
+from ipt_utils.synth_tune import Example
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
             max_position_embeddings=512, vocab_size=0)
