@@ -342,19 +342,11 @@ def test_markup_is_neutralised_in_the_prompt_only():
     assert hostile in doc["text"] and next(m for m in doc["members"] if m["id"] == "id-h")["raw_text"] == hostile
 
 
-def test_prompt_encoding_places_bos_eos_only_where_the_markup_has_them(tmp_path):
+def test_prompt_encoding_places_bos_eos_only_where_the_markup_has_them(tokenizer_kinds):
     """format.encode_markup equals tokenizing the whole rendered string with its literals
     parsed (Mistral kind and the tiny tokenizer), and never parses special strings out of a
     text (Llama-3 kind: its own BOS/EOS strings inside a text stay text)."""
-    from transformers import AutoTokenizer
-
-    from ipt_utils import assets, hub_mirror
-
-    toks = {"tiny": assets.build_tiny_tokenizer(tmp_path / "tiny")}
-    for kind in ("sentencepiece", "llama3"):
-        (tmp_path / kind).mkdir()
-        hub_mirror.TOKENIZER_KINDS[kind](tmp_path / kind)
-        toks[kind] = AutoTokenizer.from_pretrained(tmp_path / kind)
+    toks = {kind: tok for kind, (_, tok) in tokenizer_kinds.items()}
     history = [("", [("q", "a")]), ("first text", [("q2?", "a2"), ("q3", "a3")])]
     prompts = [fmt.build_prompt("hello there", history), fmt.render_example("", [("What?", "That.")]),
                fmt.build_prompt(""), fmt.render_example("日本 😀 a\x00b", [("é", "ß")]), "no markup at all"]
