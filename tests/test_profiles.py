@@ -1,12 +1,14 @@
 """Profile validation: every shipped profile loads; bad input is rejected with exit 2."""
 import dataclasses
+import typing
 
 import pytest
 import yaml
 
-from ipt_utils import cli
-from ipt_utils.profiles import SECTIONS, available_profiles, load_profile
-from ipt_utils.schema import SchemaError
+from ipt_utils import cli, pretrain
+from ipt_utils.profiles import PARAMS_DIR, SECTIONS, available_profiles, load_profile
+from ipt_utils.registry import params_class
+from ipt_utils.schema import REPO_ROOT, SchemaError
 
 PROFILES = ["ci-tiny", "paper-500m", "paper-1.3b", "domain-biomed-llama3-8b", "domain-finance-llama3-8b",
             "ci-ablation", "paper-ablation-biomed"]
@@ -82,3 +84,44 @@ def test_unknown_profile_and_stage(tmp_path, capsys):
     assert "profile not found" in capsys.readouterr().err
     assert cli.main(["run", "--profile", "ci-tiny", "--stages", "99_nope", "--out", str(tmp_path / "r")]) == 2
     assert "unknown stage" in capsys.readouterr().err
+
+
+def _order_problems(value, tp, where: str) -> list[str]:
+    """Mappings in `value` whose keys are not in the schema's field order (nested dataclasses,
+    and the entries of list/dict fields of dataclasses, included)."""
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        want = [f.name for f in dataclasses.fields(tp)]
+        out = [f"{where}: keys {list(value)}, schema order {want}"] if list(value) != want else []
+        hints = typing.get_type_hints(tp)
+        return out + [p for k in want if k in value for p in _order_problems(value[k], hints[k], f"{where}.{k}")]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list and isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _order_problems(v, args[0], f"{where}[{i}]")]
+    if origin is dict and isinstance(value, dict):
+        return [p for k, v in value.items() for p in _order_problems(v, args[1], f"{where}.{k}")]
+    return []
+
+
+def test_order_problems_sees_nested_keys():
+    good = {"recipe": "instruct", "augmented": ""}
+    assert _order_problems({"x": good}, dict[str, pretrain.ArmVariant], "arm_variants") == []
+    assert _order_problems({"x": dict(reversed(good.items()))}, dict[str, pretrain.ArmVariant], "arm_variants") \
+        == ["arm_variants.x: keys ['augmented', 'recipe'], schema order ['recipe', 'augmented']"]
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_profile_layout(name):
+    """One layout for every profile: sections in SECTIONS order, keys in the order the schema
+    declares them (so a diff of two profiles shows only what changes), and an owner comment
+    opening every section that names the module whose Params it is."""
+    path = PARAMS_DIR / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert list(data) == list(SECTIONS), f"{path}: sections {list(data)}"
+    problems = [p for s in SECTIONS for p in _order_problems(data[s], params_class(s), f"{path.name}: {s}")]
+    assert not problems, "\n".join(problems)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for section in SECTIONS:
+        i = lines.index(f"{section}:")
+        owner = "ipt_utils/registry.py (RunParams)" if section == "run" else f"ipt_utils/{section}.py (Params)"
+        assert lines[i + 1].startswith(f"  # section owned by {owner}"), f"{path}:{i + 2}: {lines[i + 1]!r}"
+        assert (REPO_ROOT / owner.split()[0]).exists()
