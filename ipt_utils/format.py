@@ -16,7 +16,7 @@ second BOS.)
 Neutralisation is for the synthesizer's markup only: a raw text that spells `<CON>`,
 `</END>` or `<s>` would break the prompt's structure, so `neutralise` makes the copy that
 enters a prompt or a tuning example (stages 01 and 02) inert. The pre-training documents of
-every arm carry the raw text's own bytes (stage 03 reads text as text; docs/PAPER.md §6).
+every arm carry the raw text's own bytes (stage 03 reads text as text; docs/TEXT.md).
 """
 from __future__ import annotations
 

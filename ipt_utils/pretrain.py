@@ -87,7 +87,7 @@ from .format import collection_example
 from .launch import maybe_crash
 from .packing import IGNORE
 from .progress import bar
-from .registry import ARMS, AUGMENTED_RECIPES
+from .registry import ARMS, AUGMENTED_RECIPES, split_replica
 from .schema import HUB_PREFIX, STAGE_PREFIX, TINY, hub_source, resolve_path, spec
 from .synthesize import variant_augmented
 from .templify import usable_pairs
@@ -108,7 +108,8 @@ class ArmVariant:
 
 @dataclass
 class Params:
-    arms: list[str] = spec(help="data arms to pre-train, in order: built-in ARMS or keys of arm_variants")
+    arms: list[str] = spec(help="data arms to pre-train, in order: built-in ARMS or keys of arm_variants; "
+                                "<arm>_s<k> (k >= 1) is a seed replica of <arm> (seed run.seed + k)")
     arm_variants: dict[str, ArmVariant] = spec(help="extra arm name -> {recipe, augmented} "
                                                     "(e.g. instruct_1shot: {recipe: instruct, augmented: variant:one_shot})")
     raw_corpus: str = spec(kind="source", help="local .jsonl/.parquet/.txt {id, domain, text} or hf:NAME "
@@ -152,9 +153,10 @@ class Params:
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             raise ValueError(f"arms must be a non-empty list without repeats, got {self.arms}")
         for name in self.arm_variants:
-            if name in ARMS or not name.isidentifier():
-                raise ValueError(f"arm_variants: {name!r} must be a new identifier (not one of {list(ARMS)})")
-        unknown = [a for a in self.arms if a not in ARMS and a not in self.arm_variants]
+            if name in ARMS or not name.isidentifier() or split_replica(name)[1]:
+                raise ValueError(f"arm_variants: {name!r} must be a new identifier (not one of {list(ARMS)}, "
+                                 f"not ending in _s<number>: that names a seed replica)")
+        unknown = [a for a in self.arms if split_replica(a)[0] not in ARMS and split_replica(a)[0] not in self.arm_variants]
         if unknown:
             raise ValueError(f"arms {unknown}: expected one of {list(ARMS)} or a key of arm_variants")
         base_arm = own_base_arm(self)
@@ -255,12 +257,20 @@ def augmented_path(ctx, spec_: str = "") -> Path:
 
 
 def recipe_of(cfg: Params, arm: str) -> str:
-    """The built-in recipe an arm follows (itself, or its arm_variants entry's recipe)."""
+    """The built-in recipe an arm follows (itself, or its arm_variants entry's recipe; a seed
+    replica <arm>_s<k> follows <arm>'s)."""
+    arm = split_replica(arm)[0]
     return arm if arm in ARMS else cfg.arm_variants[arm].recipe
 
 
 def augmented_spec(cfg: Params, arm: str) -> str:
+    arm = split_replica(arm)[0]
     return cfg.arm_variants[arm].augmented if arm in cfg.arm_variants else ""
+
+
+def arm_seed(ctx, arm: str) -> int:
+    """The seed of an arm's init and data order: run.seed, + k for a seed replica <arm>_s<k>."""
+    return ctx.seed + split_replica(arm)[1]
 
 
 def own_base_arm(cfg: Params) -> str | None:
@@ -304,7 +314,7 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
     # Every reader keeps counters (the stage metrics' sources_read): records read and texts
     # skipped because they hold no text (io.record_text: not a string, empty, whitespace only).
     # A raw text enters every arm as the same bytes (io.record_text: stripped, nothing else;
-    # stage 02 neutralises markup in its prompt copy only, docs/PAPER.md §6).
+    # stage 02 neutralises markup in its prompt copy only, docs/TEXT.md).
     raw_info = {"records_read": 0, "texts_skipped_empty": 0}
     ic_info = {"augmented_docs": 0, "augmented_skipped_empty": 0, "records_read": 0, "texts_skipped_empty": 0,
                "converted_skipped": 0}
@@ -389,7 +399,8 @@ def source_texts(ctx, cfg: Params, augmented: str = "") -> dict[str, SourceTexts
 
 
 def from_base(cfg: Params, arm: str) -> bool:
-    return cfg.init == "base_model" or (arm in ARMS or arm in cfg.arm_variants) and recipe_of(cfg, arm) == "continual"
+    base = split_replica(arm)[0]
+    return cfg.init == "base_model" or (base in ARMS or base in cfg.arm_variants) and recipe_of(cfg, arm) == "continual"
 
 
 def arm_recipe(cfg: Params, arm: str) -> dict:
@@ -516,7 +527,7 @@ def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
     cache = ctx.work / "cache"
     keys = {s: packing.cache_key(fp, s, *srcs[s].key_parts) for s in names}
     n_rows = cfg.steps * cfg.batch_seqs
-    key = packing.cache_key(recipe_of(cfg, arm), keys, recipe, n_rows, cfg.seq_len, ctx.seed)
+    key = packing.cache_key(recipe_of(cfg, arm), keys, recipe, n_rows, cfg.seq_len, arm_seed(ctx, arm))
     out = ctx.work / "data" / f"{arm}-{key}.npy"
     meta_path = out.with_suffix(".json")
     if out.exists() and meta_path.exists():
@@ -540,7 +551,8 @@ def prepare_arm(ctx, cfg: Params, arm: str, world_size: int = 1) -> ArmData:
     for s, cap in source_caps(recipe, n_rows * cfg.seq_len, lambda s: _cost(docs[s])):
         load(s, cap)
     bos, eos, pad = special_ids(tok)
-    order, src, idx, counts = mix_plan({s: d.lengths for s, d in docs.items()}, recipe, n_rows * cfg.seq_len, ctx.seed)
+    order, src, idx, counts = mix_plan({s: d.lengths for s, d in docs.items()}, recipe, n_rows * cfg.seq_len,
+                                       arm_seed(ctx, arm))
     out.parent.mkdir(parents=True, exist_ok=True)
     packed = packing.pack_to_npy(out, [docs[s] for s in order], src, idx, cfg.seq_len, bos, eos, pad,
                                  n_rows=n_rows, chunk_docs=cfg.chunk_docs)
@@ -837,10 +849,11 @@ def init_model(ctx, cfg: Params, arm: str, tokenizer, acc=None):
         return AutoModelForCausalLM.from_pretrained(
             assets.resolve_model(ctx, cfg.base_model), dtype=torch.float32, attn_implementation=attn,
             use_safetensors=True, trust_remote_code=False)
-    init_dir = ctx.work / "init" / _init_key(cfg, tokenizer, ctx.seed)
+    seed = arm_seed(ctx, arm)
+    init_dir = ctx.work / "init" / _init_key(cfg, tokenizer, seed)
     with acc.main_process_first() if acc is not None else contextlib.nullcontext():
         if not (init_dir / "config.json").exists():
-            assets.build_tiny_model(init_dir, cfg.model, tokenizer, seed=ctx.seed)
+            assets.build_tiny_model(init_dir, cfg.model, tokenizer, seed=seed)
             print(f"[pretrain] built the init model {init_dir}", flush=True)
     return AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32, attn_implementation=attn)
 
@@ -899,7 +912,7 @@ def train_arm(ctx, cfg: Params, data: ArmData, *, stop_after: int | None = None,
     if acc.num_processes > 1 and cfg.batch_seqs % (acc.num_processes * cfg.micro_batch_size):
         raise ValueError(f"batch of {cfg.batch_seqs} sequences does not split over "
                          f"{acc.num_processes} devices x micro_batch_size {cfg.micro_batch_size}")
-    torch.manual_seed(ctx.seed)
+    torch.manual_seed(arm_seed(ctx, arm))
     model = init_model(ctx, cfg, arm, tok, acc)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -969,7 +982,8 @@ def _arm_key(ctx, cfg: Params, data: ArmData) -> str:
     base = None  # the weights an arm starts from when they are not built from config
     if from_base(cfg, data.arm) and cfg.base_model != TINY and not cfg.base_model.startswith(HUB_PREFIX):
         base = assets.model_fingerprint(assets.resolve_model(ctx, cfg.base_model))
-    return packing.cache_key(params, data.path.name, ctx.seed, data.tokenizer, ctx.run.device, ctx.run.dtype, base)
+    return packing.cache_key(params, data.path.name, arm_seed(ctx, data.arm), data.tokenizer, ctx.run.device,
+                             ctx.run.dtype, base)
 
 
 def train_arms(ctx, cfg: Params, data: dict[str, ArmData]) -> dict:

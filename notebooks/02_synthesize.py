@@ -72,7 +72,7 @@ merged = synthesize.collect_shards(ctx, cfg) if cfg.num_shards > 1 else None
 in_kernel = merged is None
 
 # %% [markdown]
-# ## Raw texts of this shard (empty texts skipped, markup tokens neutralised)
+# ## Raw texts of this shard (empty texts skipped; markup neutralised in the prompts only, docs/TEXT.md)
 
 # %%
 if in_kernel:

@@ -228,7 +228,8 @@ def test_hf_dataset_input_is_streamed(tmp_path, monkeypatch):
     texts, st = sy.load_texts(_cfg(corpus=f"hf:{tmp_path / 'ds'}", text_column="body", split="train",
                                    num_shards=1, max_texts=3))
     assert calls == [{"split": "train", "streaming": True}]
-    assert [t.text for t in texts] == ["alpha", "beta \u2039s> x"]
+    assert [t.text for t in texts] == ["alpha", "beta <s> x"]  # its bytes; only the prompt copy is neutralised
+    assert [t.neutralised for t in texts] == [False, True]
     assert st == {"records_read": 3, "texts_in": 3, "texts_skipped_empty": 1, "texts_neutralised": 1,
                   "shard_by": "records"}
 
