@@ -349,7 +349,8 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     src = assets.resolve_model(ctx, f"stage:03_pretrain/{arm}")
     params = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_KEYS}
     weights = Path(src) / "model.safetensors"
-    key = packing.cache_key(params, arm, ctx.seed, ctx.run.device, ctx.run.dtype,
+    seed = pretrain.arm_seed(ctx, arm)  # a seed replica <arm>_s<k> also tunes in its own order
+    key = packing.cache_key(params, arm, seed, ctx.run.device, ctx.run.dtype,
                             weights if weights.exists() else src, packing.TEXT_POLICY)
     done = arm_dir / "done.json"
     prev = finished_arm(ctx, arm, arm_dir, key)
@@ -358,7 +359,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(src)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.bos_token_id
-    torch.manual_seed(ctx.seed)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="sdpa",
                                                  use_safetensors=True)
     instructions, data_stats = training_instructions(ctx, cfg, accelerator)
@@ -375,7 +376,7 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
                       weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2), grad_clip=cfg.grad_clip)
     n_tok = sum(len(ids) for ids, _ in encoded) / len(encoded)
     res, model, acc = train_loop(
-        model, tune_batches(encoded, cfg.batch_size, cfg.micro_batch_size, pad, ctx.seed), opt,
+        model, tune_batches(encoded, cfg.batch_size, cfg.micro_batch_size, pad, seed), opt,
         ckpt_dir=arm_dir / f"ckpt-{key}", save_steps=cfg.save_steps, log_steps=1,
         tokens_per_step=int(round(n_tok * cfg.batch_size)), accelerator=accelerator or make_accelerator(ctx),
         eval_fn=eval_fn, eval_steps=cfg.eval_every, stop_after=stop_after)

@@ -35,6 +35,11 @@ synthesize.variants setting NAME, else a local JSONL path, e.g. another run's ou
 Such an arm has its own model (<work>/03_pretrain/<name>/model), loss curve and metrics;
 04_instruct_tune and 05_evaluate take it by name like any other arm.
 
+Seed replicas (intervals over seeds, params/cpu-effect.yaml): an arm named `<arm>_s<k>`
+(k >= 1) follows <arm>'s recipe with seed run.seed + k for its init and document order (and
+in stage 04 its example order); `<arm>` itself uses run.seed. Listed explicitly, they are
+ordinary arms downstream.
+
 Data: every source is streamed (`hf:` datasets with streaming=True) and read only as far as
 the arm's token budget needs (source_caps): tuning data and pairs up to the pool budget,
 then the raw corpus (or instruct_corpus: all augmented texts first, then unconverted raw

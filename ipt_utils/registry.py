@@ -19,6 +19,15 @@ from .schema import REPO_ROOT, STAGE_PREFIX, spec
 # Stage 03's built-in data arms (its `arms`, stage 04's `arms` and stage 05's model sets name them)
 ARMS = ("vanilla", "mix", "instruct", "pairs_only", "continual")
 AUGMENTED_RECIPES = ("instruct", "pairs_only", "continual")  # recipes that read stage 02's augmented corpus
+REPLICA_SEP = "_s"  # arm `mix_s2`: arm mix trained again from seed run.seed + 2 (init and data order)
+
+
+def split_replica(arm: str) -> tuple[str, int]:
+    """`<arm>_s<k>` (k >= 1, no leading zero) -> (arm, k), a seed replica of `arm`; else (arm, 0)."""
+    base, sep, k = arm.rpartition(REPLICA_SEP)
+    if sep and base and k.isdigit() and k[0] != "0":
+        return base, int(k)
+    return arm, 0
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ def stage_deps(name: str, sections: Mapping[str, Mapping[str, Any]]) -> tuple[st
             sec.pop("model", None)
     elif name == "03_pretrain":
         variants = {k: dict(v) for k, v in (sec.get("arm_variants") or {}).items()}
-        for arm in sec.get("arms") or ():
+        for arm in (split_replica(a)[0] for a in sec.get("arms") or ()):
             recipe, aug = (variants[arm]["recipe"], variants[arm]["augmented"]) if arm in variants else (arm, "")
             if recipe in AUGMENTED_RECIPES and (aug == "" or aug.startswith("variant:")):
                 deps.add("02_synthesize")

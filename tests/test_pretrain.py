@@ -349,6 +349,28 @@ def test_arm_variants_read_another_augmented_corpus(tmp_path, inputs):
         _setup(tmp_path, inputs, arm_variants={"mix": {"recipe": "instruct", "augmented": ""}})
 
 
+def test_seed_replicas_share_the_recipe_but_not_the_seed(tmp_path, inputs):
+    from ipt_utils.registry import split_replica, stage_deps
+
+    assert [split_replica(a) for a in ("mix_s2", "mix", "mix_s0", "mix_s02", "_s1", "instruct_1shot")] == \
+        [("mix", 2), ("mix", 0), ("mix_s0", 0), ("mix_s02", 0), ("_s1", 0), ("instruct_1shot", 0)]
+    ctx, cfg = _setup(tmp_path, inputs, arms=["vanilla", "vanilla_s1", "instruct_s2"])
+    assert pretrain.arm_recipe(cfg, "instruct_s2") == pretrain.arm_recipe(cfg, "instruct")
+    assert [pretrain.arm_seed(ctx, a) for a in cfg.arms] == [0, 1, 2]
+    assert stage_deps("03_pretrain", {"pretrain": _section(cfg)}) == ("02_synthesize",)  # instruct_s2 reads 02
+    data = pretrain.prepare_data(ctx, cfg)
+    rows = {a: np.asarray(d.rows()) for a, d in data.items()}
+    assert rows["vanilla"].shape == rows["vanilla_s1"].shape
+    assert not np.array_equal(rows["vanilla"], rows["vanilla_s1"])  # another document order
+    m0, m1 = (pretrain.train_arm(ctx, cfg, data[a]) for a in ("vanilla", "vanilla_s1"))
+    assert m0["final_loss"] != m1["final_loss"]
+    assert (ctx.work / "vanilla_s1" / "model" / "model.safetensors").exists()
+    with pytest.raises(Exception, match="expected one of"):
+        _setup(tmp_path, inputs, arms=["vanilla", "nope_s1"])
+    with pytest.raises(Exception, match="seed replica"):
+        _setup(tmp_path, inputs, arm_variants={"instruct_s1": {"recipe": "instruct", "augmented": ""}})
+
+
 def _section(cfg):
     from dataclasses import asdict
 
