@@ -11,7 +11,11 @@ MMLU-style questions ({question, subject, choices[4], answer}) by the log-likeli
 each answer continuation after a zero- or few-shot prompt, batched: `eval_format: letter`
 is lm-eval's MMLU format (options listed, continuations " A".." D", accuracy), `choice`
 scores each choice's text (accuracy of the per-byte normalised log-likelihood, acc_norm);
-the curve goes to curve.csv (arm, step, task, accuracy).
+the curve goes to curve.csv (arm, step, task, accuracy) and each question's outcome to
+eval_items.csv (arm, step, task, item, correct: intervals over items, ipt_utils.effect).
+Rows that also hold a `context` (a cloze prefix, e.g. "Olga Lund was born in") are scored a
+second way, task `cloze`: each choice's text right after that prefix, no question (does
+the model hold the fact at all?).
 
 The training loop (AdamW, warmup + cosine, clipping, accumulation, checkpoints and
 resume) is ipt_utils.pretrain.train_loop.
@@ -320,17 +324,30 @@ def continuation_logprobs(model, tokenizer, requests, batch_size: int, max_len: 
     return scores
 
 
+def cloze_requests(rows: list[dict]):
+    """(context, [" choice"...], gold) for every row with a cloze prefix (`context`)."""
+    return [(r["context"], [f" {c}" for c in r["choices"]], r["answer"])
+            for r in rows if isinstance(r.get("context"), str) and r["context"].strip()]
+
+
 def evaluate_mmlu(model, tokenizer, rows, shots: list[int], batch_size: int, max_len: int,
-                  fmt: str = "letter") -> dict:
-    """task (mmlu_<k>shot) -> (accuracy, n); `choice` format scores log-likelihood per byte (acc_norm)."""
+                  fmt: str = "letter", items: dict | None = None) -> dict:
+    """task (mmlu_<k>shot, and cloze when rows hold a `context`) -> (accuracy, n); `choice`
+    format and cloze score log-likelihood per byte (acc_norm). `items` receives task -> the
+    0/1 outcome of each request, in row order."""
+    tasks = {f"mmlu_{k}shot": (mmlu_requests(rows, k, fmt), fmt == "choice") for k in shots}
+    cloze = cloze_requests(rows)
+    if cloze:
+        tasks["cloze"] = (cloze, True)
     out = {}
-    for k in shots:
-        reqs = mmlu_requests(rows, k, fmt)
+    for task, (reqs, per_byte) in tasks.items():
         scores = continuation_logprobs(model, tokenizer, reqs, batch_size, max_len)
-        if fmt == "choice":
+        if per_byte:
             scores = [[s / max(1, len(c.encode())) for s, c in zip(sc, conts)] for sc, (_, conts, _) in zip(scores, reqs)]
-        correct = sum(int(max(range(len(s)), key=s.__getitem__) == gold) for s, (_, _, gold) in zip(scores, reqs))
-        out[f"mmlu_{k}shot"] = (correct / len(reqs) if reqs else float("nan"), len(reqs))
+        correct = [int(max(range(len(s)), key=s.__getitem__) == gold) for s, (_, _, gold) in zip(scores, reqs)]
+        out[task] = (sum(correct) / len(reqs) if reqs else float("nan"), len(reqs))
+        if items is not None:
+            items[task] = correct
     return out
 
 
@@ -368,8 +385,10 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     eval_len = getattr(model.config, "max_position_embeddings", 2048)
 
     def eval_fn(m, step):
-        res = evaluate_mmlu(m, tok, eval_rows, cfg.eval_shots, cfg.eval_batch_size, eval_len, cfg.eval_format)
-        return [{"arm": arm, "step": step, "task": t, "accuracy": a, "n": n} for t, (a, n) in res.items()]
+        items: dict = {}
+        res = evaluate_mmlu(m, tok, eval_rows, cfg.eval_shots, cfg.eval_batch_size, eval_len, cfg.eval_format, items)
+        return [{"arm": arm, "step": step, "task": t, "accuracy": a, "n": n, "correct": items[t]}
+                for t, (a, n) in res.items()]
 
     opt = OptimConfig(learning_rate=cfg.learning_rate, total_steps=cfg.max_steps,
                       warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), min_lr_ratio=cfg.min_lr_ratio,
@@ -413,14 +432,35 @@ def write_curve(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def item_ids(rows: list[dict], task: str) -> list[str]:
+    """Names of a task's requests in evaluate_mmlu's order: a row's `id`, else its position in rows."""
+    return [str(r.get("id", i)) for i, r in enumerate(rows)
+            if task != "cloze" or (isinstance(r.get("context"), str) and r["context"].strip())]
+
+
+def write_items(path: Path, rows: list[dict], eval_rows: list[dict]) -> Path:
+    """eval_items.csv: arm, step, task, item, correct (one line per question and evaluation)."""
+    import csv
+
+    with io.atomic_open(path) as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["arm", "step", "task", "item", "correct"])
+        for r in rows:
+            ids = item_ids(eval_rows, r["task"])
+            w.writerows([r["arm"], r["step"], r["task"], i, c] for i, c in zip(ids, r.get("correct", ())))
+    return path
+
+
 def tune_arms(ctx, cfg: Params, accelerator=None) -> dict:
-    """Tune every arm; writes curve.csv (all arms) and loss_<arm>.csv; returns stage metrics.
+    """Tune every arm; writes curve.csv and eval_items.csv (all arms) and loss_<arm>.csv;
+    returns stage metrics.
     With `accelerate_config` (and no accelerator yet) this runs under `accelerate launch`."""
     if cfg.accelerate_config and accelerator is None:
         training_instructions(ctx, cfg)  # read once here: no rank streams the hub behind a barrier
         return launch.launch(ctx, "instruct_tune", cfg, cfg.accelerate_config, "ipt_utils.instruct_tune")
     main = accelerator is None or accelerator.is_main_process
     metrics, curve = {}, []
+    eval_rows = load_eval_rows(cfg.eval_data, cfg.eval_limit) if main else []
     if main:
         write_curve(ctx.stage_dir / "curve.csv", curve)
     for arm in cfg.arms:
@@ -429,6 +469,7 @@ def tune_arms(ctx, cfg: Params, accelerator=None) -> dict:
         curve += result["curve"]
         if main:
             write_curve(ctx.stage_dir / "curve.csv", curve)
+            write_items(ctx.stage_dir / "eval_items.csv", curve, eval_rows)
     return {"arms": metrics}
 
 

@@ -112,6 +112,16 @@ def test_continuation_scores_match_unbatched_reference(env, tmp_path):
     for fmt in ("letter", "choice"):
         acc = instruct_tune.evaluate_mmlu(model, tok, rows, [0, 1], batch_size=8, max_len=512, fmt=fmt)
         assert set(acc) == {"mmlu_0shot", "mmlu_1shot"} and all(0 <= a <= 1 and n == 12 for a, n in acc.values())
+    items: dict = {}
+    cloze_rows = [{**r, "context": r["question"].split("?")[0]} if i % 2 else r for i, r in enumerate(rows)]
+    acc = instruct_tune.evaluate_mmlu(model, tok, cloze_rows, [0], 8, 512, "choice", items)
+    assert set(acc) == set(items) == {"mmlu_0shot", "cloze"} and acc["cloze"][1] == 6 == len(items["cloze"])
+    assert all(acc[t][0] == pytest.approx(sum(v) / len(v)) and set(v) <= {0, 1} for t, v in items.items())
+    reqs = instruct_tune.cloze_requests(cloze_rows)
+    got = instruct_tune.continuation_logprobs(model, tok, reqs, 8, 512)
+    by_byte = [[s / len(c.encode()) for s, c in zip(sc, conts)] for sc, (_, conts, _) in zip(got, reqs)]
+    assert items["cloze"] == [int(max(range(4), key=b.__getitem__) == g) for b, (_, _, g) in zip(by_byte, reqs)]
+    assert instruct_tune.item_ids(cloze_rows, "cloze") == [str(i) for i in range(1, 12, 2)]
 
 
 def _tune_setup(env, tmp_path, arms=("vanilla", "instruct"), **over):
@@ -150,6 +160,12 @@ def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
         m = metrics["arms"][arm]
         assert m["steps"] == 7 and set(m["accuracy"]) == {"mmlu_0shot", "mmlu_1shot"} and m["accuracy_step0"]
     assert instruct_tune.plot_curve(ctx) is not None and (ctx.stage_dir / "curve.png").exists()
+    items = pd.read_csv(ctx.stage_dir / "eval_items.csv")
+    assert list(items.columns) == ["arm", "step", "task", "item", "correct"]
+    per_eval = items.groupby(["arm", "step", "task"])["correct"].agg(["mean", "size"]).reset_index()
+    joined = per_eval.merge(curve, on=["arm", "step", "task"])
+    assert len(joined) == len(curve) and (joined["size"] == 10).all()
+    assert joined["mean"].to_numpy() == pytest.approx(joined["accuracy"].to_numpy(), abs=1e-6)
 
 
 def test_accelerate_launch_on_cpu(env, tmp_path):
