@@ -17,9 +17,10 @@ Files (the layouts the stages already read, see `write_world`):
   synth_collection.jsonl   {context, QA_list, QA_type, rc_name}  tuning people
   instructions.jsonl       {id, task, instruction, response}     QA about tuned people
   general_instructions.jsonl {question, response}                (only for base-model arms)
-  eval/heldout_qa.jsonl    {question, subject, choices, answer}  QA about heldout people
-  eval/heldout_cloze.jsonl {id, context, choices, answer, subject} "X was born in" (facts stored?)
-  eval/tuned_qa.jsonl      as heldout_qa, for tuned people (what tuning itself teaches)
+  eval/heldout_qa.jsonl    {id, question, subject, choices, answer, context}  QA about heldout
+                           people; `context` is the cloze prefix ("X was born in"): stage 04
+                           scores it as task cloze (is the fact stored at all?)
+  eval/tuned_qa.jsonl      the same for tuned people (what tuning itself teaches)
   world.json               the sizes and the seed that produced the files
 Deterministic: same WorldConfig -> byte-identical files (`python -m ipt_utils.effect_world
 --check` verifies the shipped copy).
@@ -176,20 +177,14 @@ def build(cfg: WorldConfig) -> dict[str, list[dict]]:
         for p in people[group]:
             for a, (q, ans) in zip(ATTRS, qa_pairs(p)):
                 choices, gold = _options(ans, a, cfg.choices, erng)
-                rows.append({"question": q, "subject": a, "choices": choices, "answer": gold, "id": f"{p.pid}-{a}"})
+                rows.append({"id": f"{p.pid}-{a}", "question": q, "subject": a, "choices": choices, "answer": gold,
+                             "context": _fill(CLOZE[a], p, True, "").rstrip()})
         return rows
 
-    cloze = []
-    for p in people["heldout"]:
-        for a in ATTRS:
-            choices, gold = _options(p.attrs[a], a, cfg.choices, erng)
-            cloze.append({"id": f"{p.pid}-{a}", "subject": a, "context": _fill(CLOZE[a], p, True, "").rstrip(),
-                          "choices": choices, "answer": gold})
     return {"raw_corpus.jsonl": corpus, "synth_collection.jsonl": collection,
             "synth_collection_mix.jsonl": collection[:cfg.mix_records],
             "instructions.jsonl": instructions, "general_instructions.jsonl": general,
-            "eval/heldout_qa.jsonl": qa_items("heldout"), "eval/tuned_qa.jsonl": qa_items("tuned"),
-            "eval/heldout_cloze.jsonl": cloze}
+            "eval/heldout_qa.jsonl": qa_items("heldout"), "eval/tuned_qa.jsonl": qa_items("tuned")}
 
 
 def write_world(out_dir: str | Path, cfg: WorldConfig = WorldConfig()) -> dict[str, int]:

@@ -54,17 +54,17 @@ def test_bios_state_every_attribute_and_name_once(files):
 def test_eval_items_ask_heldout_people_with_the_gold_in_the_choices(files):
     people = ew.make_people(SMALL)
     held = {p.pid: p for p in people["heldout"]}
-    for name in ("eval/heldout_qa.jsonl", "eval/heldout_cloze.jsonl"):
-        rows = files[name]
-        assert len(rows) == SMALL.heldout * len(ew.ATTRS)
-        for r in rows:
-            p = held[r["id"].rsplit("-", 1)[0]]
-            assert len(r["choices"]) == SMALL.choices == len(set(r["choices"]))
-            assert r["choices"][r["answer"]] == p.attrs[r["subject"]]
+    rows = files["eval/heldout_qa.jsonl"]
+    assert len(rows) == SMALL.heldout * len(ew.ATTRS)
+    for r in rows:
+        p = held[r["id"].rsplit("-", 1)[0]]
+        assert len(r["choices"]) == SMALL.choices == len(set(r["choices"]))
+        assert r["choices"][r["answer"]] == p.attrs[r["subject"]]
+        assert p.name in r["question"] and r["context"].startswith(p.name)
     golds = [r["answer"] for r in files["eval/heldout_qa.jsonl"]]
     assert len(set(golds)) == SMALL.choices  # the gold position varies
-    cloze = files["eval/heldout_cloze.jsonl"][0]
-    assert cloze["context"] == f"{held[cloze['id'].rsplit('-', 1)[0]].name} was born in"
+    city = next(r for r in rows if r["subject"] == "city")
+    assert city["context"] == f"{held[city['id'].rsplit('-', 1)[0]].name} was born in"
 
 
 def test_synthesis_accuracy_scores_names_and_answers():
