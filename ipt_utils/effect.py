@@ -160,3 +160,15 @@ def write_effect(run_dir: str | Path, out_dir: str | Path | None = None, n_boot:
     io.write_text(out / "effect_table.md", effect_table(summary))
     plot_effect(df, out / "effect_curve.png")
     return summary
+
+
+def write_effect_if_measured(run_dir: str | Path, out_dir: str | Path | None = None) -> dict | None:
+    """write_effect when stage 04 left per-question outcomes of instruct and vanilla or mix
+    (any profile: the numbers mean something in cpu-effect); else None."""
+    path = Path(run_dir) / "04_instruct_tune" / "eval_items.csv"
+    if not path.exists():
+        return None
+    arms = set(read_items(path.parent)["base_arm"])
+    if "instruct" not in arms or not arms & {"vanilla", "mix"}:
+        return None
+    return write_effect(run_dir, out_dir)

@@ -27,7 +27,7 @@
 #   with the paper), `metrics.json`.
 
 # %%
-from ipt_utils import explore, report, stage
+from ipt_utils import effect, explore, report, stage
 
 # %% tags=["parameters"]
 profile = "ci-tiny"
@@ -61,6 +61,17 @@ figures = report.build_figures(inputs, cfg, ctx.stage_dir)
 
 # %%
 explore.show_report(tables, figures)
+
+# %% [markdown]
+# ## The effect with intervals (claims 1 and 2)
+# Where stage 04 wrote per-question outcomes: Instruct PT minus Vanilla PT and minus Mix PT on
+# held-out questions, before tuning (claim 1) and after (claim 2), with 95% bootstrap intervals
+# over seeds and items; the cloze check says whether the facts are stored at all
+# (`effect.json`, `effect_table.md`, `effect_curve.png`; ipt_utils/effect.py).
+
+# %%
+effect_summary = effect.write_effect_if_measured(ctx.run_dir, ctx.stage_dir)
+print((ctx.stage_dir / "effect_table.md").read_text() if effect_summary else "no per-question outcomes from stage 04")
 
 # %%
 metrics = report.write_summary(inputs, cfg, tables, figures, ctx.stage_dir)

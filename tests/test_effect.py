@@ -75,3 +75,13 @@ def test_missing_or_empty_outcomes_are_clear_errors(tmp_path):
     (tmp_path / "eval_items.csv").write_text("arm,step,task,item,correct\n")
     with pytest.raises(ValueError, match="no mmlu_0shot"):
         effect.summarize(effect.read_items(tmp_path))
+
+
+def test_written_only_where_stage_04_measured_instruct_and_a_baseline(tmp_path):
+    assert effect.write_effect_if_measured(tmp_path / "nothing") is None
+    run = _items(tmp_path / "a", {"vanilla": (0.3, 0.3), "continual": (0.3, 0.3)}, seeds=1, items=5)
+    assert effect.write_effect_if_measured(run) is None and not (run / "06_report").exists()
+    run = _items(tmp_path / "b", {"instruct": (0.5, 0.5), "mix": (0.3, 0.3)}, seeds=1, items=5)
+    s = effect.write_effect_if_measured(run, tmp_path / "out")
+    assert s["claims"]["claim1_base"]["instruct_minus_vanilla"]["verdict"] == "not measured"
+    assert (tmp_path / "out" / "effect.json").exists()
