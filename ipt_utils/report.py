@@ -209,9 +209,8 @@ def scoring_note(inp: Inputs) -> str:
             v = res.get("ipt", {}).get("harness_version") or res.get("lm_eval_version") or "unrecorded"
             versions.setdefault(run, set()).add(str(v))
     used = "; ".join(f"{run}: {', '.join(sorted(v))}" for run, v in versions.items()) or "no results files"
-    return (f"Scored with lm-evaluation-harness ({used}); the metric column names each row's metric: "
-            "general tasks by the harness's own definitions, domain tasks by the authors' AdaptLLM "
-            "rules (docs/EVALUATION.md).")
+    return (f"Scored with lm-evaluation-harness ({used}): general tasks by the harness's own metric "
+            "definitions, domain tasks by the authors' AdaptLLM rules (docs/EVALUATION.md).")
 
 
 # ====================================================================== tables
