@@ -140,10 +140,18 @@ def demo_pool(examples, eval_sets) -> dict:
 
 def answer_prompts(e, hist, tok, budget: int) -> list[list[int]]:
     """One prompt per gold pair of example `e`: history, context, the gold pairs before it and
-    its instruction (`instruction_suffix`), the context cut to fit `budget` tokens."""
+    its instruction (`instruction_suffix`), each prompt within `budget` tokens. The context keeps
+    at least half the budget: the earliest gold pairs before k are dropped first, then the
+    context is cut; a gold instruction longer than half the budget is cut by tokens."""
     out = []
     for k in range(len(e.pairs)):
-        suffix = instruction_suffix(e.pairs, k)
+        for first in range(k + 1):
+            suffix = instruction_suffix(e.pairs[first:], k - first)
+            if len(tok.encode(suffix)) <= budget // 2:
+                break
+        else:  # the instruction alone is over half the budget: keep its first tokens
+            question = tok.decode(tok.encode(e.pairs[k][0])[:budget // 4]).strip()
+            suffix = instruction_suffix([(question, e.pairs[k][1])], 0)
         _, kept, _, text, _ = synthesize.fit_prompt(e.context, hist, tok, budget - len(tok.encode(suffix)))
         out.append(tok.encode(build_prompt(text, [(h.prompt_text, h.pairs) for h in kept]) + suffix))
     return out

@@ -133,3 +133,22 @@ def test_answer_prompts_put_the_gold_instruction_after_context_and_history(tmp_p
     # a small budget cuts the context, never the gold instruction
     short = tok.decode(synth_eval.answer_prompts(e, [], tok, 30)[1])
     assert short.endswith("<QUE> What is Mokase? <ANS>") and len(tok.encode(short)) <= 30
+
+
+def test_answer_prompts_fit_the_budget_when_gold_pairs_are_long(tmp_path):
+    """The rehearsal's case: many long earlier gold pairs (and one huge instruction) must not
+    push a prompt past max_model_len - max_new_tokens."""
+    from ipt_utils import assets, synth_eval, synthesize
+    from ipt_utils.synth_tune import Example
+
+    tok = synthesize.Tokenizer(assets.build_tiny_tokenizer(tmp_path / "tok"))
+    long_q = " ".join(["Which metal is milky white and soft?"] * 40)
+    pairs = [Pair(f"Question {i}: what is said about Mokase in part {i}?", "a long answer " * 20) for i in range(6)]
+    e = Example("d", "Mokase is a milky white metal. " * 30, pairs + [Pair(long_q, "Mokase")], "free-form")
+    budget = 120
+    prompts = synth_eval.answer_prompts(e, [], tok, budget)
+    assert len(prompts) == 7
+    for ids in prompts:
+        text = tok.decode(ids)
+        assert len(ids) <= budget and text.rstrip().endswith("<ANS>") and "Mokase is a milky" in text
+    assert "Which metal" in tok.decode(prompts[6])  # the huge instruction is cut, not dropped
