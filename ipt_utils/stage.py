@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import io, manifest, progress
+from . import contracts, io, manifest, progress
 from .plan import estimate
 from .profiles import load_profile
 from .registry import STAGE_BY_NAME, RunParams, Stage, missing_packages, params_class, stage_deps, work_root_for
@@ -185,11 +185,13 @@ def _profile_sections(prof, run_dir: Path) -> dict:
 
 
 def finish_stage(ctx: StageContext, metrics: Mapping[str, Any]) -> Path:
-    """Write the stage's metrics.json (atomically).
+    """Check the stage's metrics against its declared schema (ipt_utils/contracts.py), then
+    write them to metrics.json (atomically).
 
     Under papermill the runner then writes the completion marker; run interactively,
     this writes it and completes the stage's manifest entry (`"mode": "interactive"`).
     """
+    contracts.check_metrics(ctx.stage, metrics)
     path = io.write_json(ctx.stage_dir / "metrics.json", dict(metrics))
     if ctx.interactive and ctx.key:
         manifest.complete(ctx.run_dir, ctx.stage, key=ctx.key, wall_s=time.perf_counter() - ctx.started,
