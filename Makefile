@@ -4,7 +4,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 ARGS    ?=
 
-.PHONY: env run rehearse rehearse-all test test-fast validate lab sync-notebooks check-notebooks clean-run
+.PHONY: env run rehearse rehearse-all test test-fast validate lab sync-notebooks check-notebooks fixtures clean-run
 
 env:
 	@bash scripts/setup_env.sh
@@ -46,6 +46,9 @@ sync-notebooks: env  ## regenerate notebooks/*.ipynb from their py:percent twins
 
 check-notebooks: env
 	$(PY) -m ipt_utils.notebooks check
+
+fixtures: env  ## regenerate the shipped fixtures (ipt_utils/fixtures/) with dev/fixture_gen.py
+	$(PY) dev/fixture_gen.py $(ARGS)
 
 clean-run:
 	rm -rf results/runs/$(PROFILE)

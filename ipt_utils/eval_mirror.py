@@ -119,7 +119,7 @@ def _fixture(name: str) -> list[dict]:
     path = FIXTURES / f"{name}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: the evaluation mirrors draw their rows from the "
-                                "shipped fixtures (`python -m ipt_utils.fixture_gen`)")
+                                "shipped fixtures (`make fixtures`)")
     return io.read_jsonl(path)
 
 

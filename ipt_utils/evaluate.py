@@ -149,7 +149,7 @@ def check_task_data(cfg: Params) -> Path:
     missing = [str(data_dir / f"{TASKS[n].fixture}.jsonl") for n in cfg.tasks
                if not (data_dir / f"{TASKS[n].fixture}.jsonl").exists()]
     if missing:
-        raise FileNotFoundError("offline eval data missing (run `python -m ipt_utils.fixture_gen` "
+        raise FileNotFoundError("offline eval data missing (run `make fixtures` "
                                 "or set evaluate.eval_data_dir): " + ", ".join(missing))
     return data_dir
 

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip)
+
+
+def dev_module(name: str):
+    """A development tool under dev/ (not part of the installed package), imported by path."""
+    path = Path(__file__).resolve().parent.parent / "dev" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"dev_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fixture_gen = dev_module("fixture_gen")  # dev/fixture_gen.py: writes ipt_utils/fixtures/
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ipt_utils import fixture_gen as fg
+from conftest import fixture_gen as fg
 
 FIX = fg.FIXTURE_DIR
 MARKUP = fg.MARKUP_TOKENS

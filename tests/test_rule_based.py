@@ -151,7 +151,7 @@ def test_no_rule_keys_on_fixture_vocabulary():
     the hand-written paragraphs: every rule must fire on the hand-written set at least half as often
     (per text) as on the fixture corpus (measured: hand-written nli .44, common_reason .31,
     paraphrase .38, word2text .56, summarize .19; fixtures .08, .06, .25, .35, 0)."""
-    from ipt_utils import fixture_gen as fg
+    from conftest import fixture_gen as fg
 
     def rates(texts):
         c = Counter()

@@ -107,7 +107,7 @@ def test_package_modules_are_imported_at_the_top():
 
 # ---------------------------------------------------------------- file references
 
-PATH_REF = re.compile(r"(?<![\w./-])((?:docs|scripts|params|bench|notebooks|ipt_utils|tests|results/bench)"
+PATH_REF = re.compile(r"(?<![\w./-])((?:docs|scripts|params|bench|dev|notebooks|ipt_utils|tests|results/bench)"
                       r"/[\w.+/-]*\w)")
 
 

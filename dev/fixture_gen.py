@@ -1,10 +1,13 @@
 """Deterministic generator for the shipped fixture data in ``ipt_utils/fixtures/``.
 
+A development tool, not part of the runtime package: the pipeline only reads the committed
+files it wrote. tests/test_fixtures.py regenerates them and compares byte for byte.
+
 Usage::
 
-    python -m ipt_utils.fixture_gen            # (re)write every fixture file
-    python -m ipt_utils.fixture_gen --check    # regenerate into a temp dir; exit 1 on any diff
-    python -m ipt_utils.fixture_gen --out DIR  # write somewhere else
+    make fixtures                             # (re)write every fixture file
+    python dev/fixture_gen.py --check         # regenerate into a temp dir; exit 1 on any diff
+    python dev/fixture_gen.py --out DIR       # write somewhere else
 
 Everything is built procedurally, with the standard library only, from seeded random choices
 over template banks written for this project (no external data, no network):
@@ -33,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 SEED = 2406_14491
-FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "ipt_utils" / "fixtures"
 
 N_CORPUS = {"general": 120, "biomedicine": 90, "finance": 90}
 N_SYNTH_PER_DATASET = 20
