@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ipt_utils import rule_based, synthesize, templify  # noqa: E402
+from ipt_utils import augmented, generation, multiround, rule_based, synthesize, templify  # noqa: E402
 from ipt_utils.hardware import describe  # noqa: E402
 
 
@@ -72,9 +72,9 @@ def main(argv=None) -> int:
     tok = rule_based.RuleTokenizer()
 
     def stage02():
-        engine = synthesize.Engine(lambda: rule_based.RuleEngine(tok, args.seed), "rule_based", cfg.batch_size)
-        synths = synthesize.synthesize_texts(texts, cfg.rounds, tok, cfg.budget, engine)
-        synthesize.build_rows(synths, args.seed)
+        engine = generation.Engine(lambda: rule_based.RuleEngine(tok, args.seed), "rule_based", cfg.batch_size)
+        synths = multiround.synthesize_texts(texts, cfg.rounds, tok, cfg.budget, engine)
+        augmented.build_rows(synths, args.seed)
 
     results = {name: timed(fn, len(texts), args.min_seconds)
                for name, fn in (("mine", mine), ("templify", mine_templify), ("stage02", stage02))}

@@ -7,7 +7,7 @@
     python bench/bench_synthesize.py --model random --shape mistral-7b --save-model --parts vllm
                                      # GPU: the same model saved to a temp dir (~15 GB) for vLLM
 
-Every backend runs the real multi-round algorithm (ipt_utils.synthesize.synthesize_texts,
+Every backend runs the real multi-round algorithm (ipt_utils.multiround.synthesize_texts,
 `--rounds` rounds, token-exact budget) over the same `--texts` fixture paragraphs, greedy:
   naive    transformers generate, one prompt per call (batch size 1)
   batched  ipt_utils' TransformersEngine: length-sorted batches of `--batch-size` (a list: one
@@ -17,7 +17,7 @@ Each backend runs `--repeats` times on a started engine and the fastest run is r
 (a shared machine is noisy; all walls are kept); the transformers backends' repeats are
 interleaved and `speedup_vs_naive_paired_median` is the median of back-to-back wall ratios. Reported per backend: wall seconds, texts/s, input and output tokens/s, pairs
 parsed. The speedup of each backend over `naive` is texts/s ratio on the same texts.
-`templify` times ipt_utils.synthesize.build_rows (pairs -> pre-training text) on one thread,
+`templify` times ipt_utils.augmented.build_rows (pairs -> pre-training text) on one thread,
 on the synthesized texts and on synthetic paper-sized chains (~400-word texts, 5 pairs).
 The default model is a ci-tiny run's tuned synthesizer when present (it emits pairs and
 EOS, like the real one); `--model random` builds a random-init tiny model (emits junk until
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ipt_utils import assets  # noqa: E402
+from ipt_utils import augmented, generation, multiround  # noqa: E402
 from ipt_utils import synthesize as sy  # noqa: E402
 from ipt_utils.hardware import describe  # noqa: E402
 
@@ -86,16 +87,16 @@ def build_random_model(out: Path, shape: str, device: str, dtype, seed: int = 0,
         return model.eval(), tok
     assets.save_model(model, tok, out / "model")
     del model
-    sy._free_memory()
+    generation.free_memory()
     return out / "model", tok
 
 
-def load_texts(n: int) -> list[sy.RawText]:
+def load_texts(n: int) -> list[multiround.RawText]:
     from ipt_utils.io import iter_jsonl
 
     texts = []
     for rec in iter_jsonl(ROOT / "ipt_utils/fixtures/raw_corpus.jsonl"):
-        texts.append(sy.RawText(rec["id"], rec["domain"], rec["text"]))
+        texts.append(multiround.RawText(rec["id"], rec["domain"], rec["text"]))
         if len(texts) == n:
             break
     return texts
@@ -112,22 +113,22 @@ def cfg_for(args, backend: str, batch_size: int) -> sy.Params:
 def make_backend(name: str, args, model, hf_tok, device: str, dtype, bs: int = 0):
     """-> (started Engine, Params) or (None, reason skipped). `model`: a dir or a built model."""
     if name == "vllm":
-        ok, why = sy.vllm_available()
+        ok, why = generation.vllm_available()
         if not ok:
             return None, f"import vllm failed: {why}"
         if not isinstance(model, Path):
             return None, "vLLM needs a saved model (use the tiny shape or --model DIR)"
         cfg = cfg_for(args, "vllm", max(args.batch_sizes))
         dname = str(dtype).replace("torch.", "")
-        engine = sy.Engine(lambda: sy.VLLMEngine(str(model), cfg, 0, dname, device), "vllm", cfg.batch_size)
+        engine = generation.Engine(lambda: generation.VLLMEngine(str(model), cfg, 0, dname, device), "vllm", cfg.batch_size)
     else:
         bs = 1 if name == "naive" else bs
         cfg = cfg_for(args, "transformers", bs)
         m = str(model) if isinstance(model, Path) else model
-        engine = sy.Engine(lambda: sy.TransformersEngine(m, hf_tok, cfg, device, dtype), name, bs)
+        engine = generation.Engine(lambda: generation.TransformersEngine(m, hf_tok, cfg, device, dtype), name, bs)
     engine.impl  # started outside the timed part
     if name != "vllm" and args.warmup:
-        engine.impl.generate([sy.Tokenizer(hf_tok).encode("<s> <CON> warm up </CON>\n\n")])
+        engine.impl.generate([multiround.Tokenizer(hf_tok).encode("<s> <CON> warm up </CON>\n\n")])
     return engine, cfg
 
 
@@ -137,7 +138,7 @@ def timed_run(engine, cfg, args, hf_tok, texts, device: str) -> tuple[float, flo
     if device == "cuda":
         torch.cuda.synchronize()
     t, g0 = time.perf_counter(), engine.gen_s
-    synths = sy.synthesize_texts(texts, args.rounds, sy.Tokenizer(hf_tok), cfg.budget, engine)
+    synths = multiround.synthesize_texts(texts, args.rounds, multiround.Tokenizer(hf_tok), cfg.budget, engine)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t, engine.gen_s - g0, synths
@@ -165,7 +166,7 @@ def bench_templify(synths, seconds: float) -> dict:
     torch.set_num_threads(1)  # templify is pure Python; this only stops torch from using more
     n, seed, t = 0, 0, time.perf_counter()
     while time.perf_counter() - t < seconds or seed == 0:
-        sy.build_rows(synths, seed)
+        augmented.build_rows(synths, seed)
         n += len(synths)  # texts (rows are documents)
         seed += 1
     wall = time.perf_counter() - t
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
             result["backends"][key] = summarize_runs(engine, cfg, args, walls[key], gens[key], synths_of[key])
             print(f"[bench] {key}: {json.dumps(result['backends'][key])}", flush=True)
         engines.clear()
-        sy._free_memory()
+        generation.free_memory()
     if "naive" in walls:  # per-repeat ratios of walls measured back to back, then the median
         import statistics
 

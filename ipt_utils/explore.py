@@ -7,7 +7,7 @@ pre-training text with its template mode and layout; filter by mode / layout /
 inherited. Everything is rebuilt from the stage's files: the round files
 (`<work>/02_synthesize/shard-*/round-*.jsonl`, one `Synth` row per text with its
 `history` keys and `prompt_text`) and `augmented.jsonl`. The prompt is rebuilt exactly
-as `synthesize.fit_prompt` built it (`format.build_prompt` over the kept history).
+as `multiround.fit_prompt` built it (`format.build_prompt` over the kept history).
 
 `explorer(ctx, cfg)` returns ipywidgets controls when the notebook runs interactively
 (JupyterLab renders them with the prebuilt jupyterlab_widgets extension, no server
@@ -22,7 +22,8 @@ from typing import Iterable, Sequence
 
 from . import io
 from .format import render_context, render_example
-from .synthesize import Synth, augmented_path, shard_dir
+from .multiround import Synth
+from .shards import augmented_path, shard_dir
 
 ALL = "(all)"
 

@@ -15,8 +15,9 @@ import re
 import string
 from collections import Counter
 
-from . import io, synthesize
+from . import generation, io
 from .format import ANS, END, EOS, QUE, build_prompt, parse_pairs_with_stats, render_pairs
+from .multiround import Tokenizer, fit_prompt
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -117,7 +118,7 @@ def aggregate(answered: list[dict], own: list[dict], n_items: int, n_failed: int
 # --------------------------------------------------------------------------- driver
 
 def _engine_params(cfg):
-    """The generation settings stage 02's engines read, taken from the synth_tune section."""
+    """The generation settings the engines read (ipt_utils.generation), taken from the synth_tune section."""
     from types import SimpleNamespace
 
     return SimpleNamespace(backend=cfg.eval_backend, batch_size=cfg.batch_size * 2,
@@ -152,7 +153,7 @@ def answer_prompts(e, hist, tok, budget: int) -> list[list[int]]:
         else:  # the instruction alone is over half the budget: keep its first tokens
             question = tok.decode(tok.encode(e.pairs[k][0])[:budget // 4]).strip()
             suffix = instruction_suffix([(question, e.pairs[k][1])], 0)
-        _, kept, _, text, _ = synthesize.fit_prompt(e.context, hist, tok, budget - len(tok.encode(suffix)))
+        _, kept, _, text, _ = fit_prompt(e.context, hist, tok, budget - len(tok.encode(suffix)))
         out.append(tok.encode(build_prompt(text, [(h.prompt_text, h.pairs) for h in kept]) + suffix))
     return out
 
@@ -172,14 +173,14 @@ def evaluate_models(ctx, cfg, models: dict[str, str], eval_sets: dict, demos: di
     import pandas as pd
     from transformers import AutoTokenizer
 
-    synthesize._free_memory()
+    generation.free_memory()
     gen_cfg = _engine_params(cfg)
     budget = gen_cfg.max_model_len - gen_cfg.max_new_tokens
     settings = [("zero-shot", 0)] + ([("few-shot", cfg.eval_shots)] if cfg.eval_shots else [])
     rows = []
     for model_name, path in models.items():
         hf_tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        tok = synthesize.Tokenizer(hf_tok)
+        tok = Tokenizer(hf_tok)
         cells, prompts = [], []  # (prompt kind, split, [(example, own prompt index, answer prompt indices)])
         for prompt_kind, shots in settings:
             for split, exs in eval_sets.items():
@@ -187,12 +188,12 @@ def evaluate_models(ctx, cfg, models: dict[str, str], eval_sets: dict, demos: di
                 for e in exs:
                     hist = [SimpleNamespace(prompt_text=d.context, pairs=d.pairs) for d in demos[e.dataset][:shots]]
                     own = len(prompts)
-                    prompts.append(synthesize.fit_prompt(e.context, hist, tok, budget)[0])
+                    prompts.append(fit_prompt(e.context, hist, tok, budget)[0])
                     answers = answer_prompts(e, hist, tok, budget)
                     where.append((e, own, range(len(prompts), len(prompts) + len(answers))))
                     prompts += answers
                 cells.append((prompt_kind, split, where))
-        engine = synthesize.make_engine(path, hf_tok, gen_cfg, seed=ctx.seed, device=ctx.device,
+        engine = generation.make_engine(path, hf_tok, gen_cfg, seed=ctx.seed, device=ctx.device,
                                         dtype=ctx.torch_dtype)
         if engine.backend == "vllm":
             engine.batch_size = max(len(prompts), 1)

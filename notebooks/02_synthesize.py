@@ -140,20 +140,17 @@ stats.head()
 # %%
 if in_kernel:
     variant_metrics = synthesize.run_variants(ctx, cfg, texts, data_stats, engine, tokenizer)
-    main_metrics = synthesize.summarize(data_stats, synths, engine, run_info, stats)
-else:  # merged with the main run above
-    variant_metrics, main_metrics = merged.get("variants", {}), merged
-synthesize.variants_frame(main_metrics, variant_metrics)
 
 # %% [markdown]
 # ## Finish the stage
-# One shard: mark it complete (`<work>/02_synthesize/shard-*/done.json`) and write the
-# stage's metrics. Several shards: the merged metrics from above.
+# One shard: mark it complete (`<work>/02_synthesize/shard-*/done.json`); the stage's metrics
+# are those `python -m ipt_utils synthesize` writes for the same shard (`synthesize.finish_job`).
+# Several shards: the merged metrics from above. One row per setting: the main run and each variant.
 
 # %%
 if in_kernel:
-    metrics = {**synthesize.finish_shard(ctx, cfg, main_metrics, engine), "variants": variant_metrics}
+    metrics = synthesize.finish_job(ctx, cfg, data_stats, synths, engine, run_info, stats, variant_metrics)
 else:
     metrics = merged
 stage.finish_stage(ctx, metrics)
-metrics
+synthesize.variants_frame(metrics, metrics.get("variants", {}))

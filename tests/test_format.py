@@ -76,7 +76,7 @@ def tiny_tok(tmp_path_factory):
 
 
 def test_exactly_one_bos_per_example(tiny_tok):
-    from ipt_utils.synthesize import Tokenizer
+    from ipt_utils.multiround import Tokenizer
 
     bos = tiny_tok.bos_token_id
     prompt = fmt.build_prompt("A new text about cells.", [("Old text.", [Pair("q?", "a.")])])

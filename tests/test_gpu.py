@@ -26,7 +26,8 @@ import test_instruct_tune as ti
 import test_pretrain as tp
 import test_synth_tune as tst
 import test_synthesize as ts
-from ipt_utils import evaluate, flops, instruct_tune, pretrain, synth_tune
+from ipt_utils import arms, evaluate, flops, instruct_tune, pretrain, synth_tune, training
+from ipt_utils import augmented, generation, multiround
 from ipt_utils import synthesize as sy
 from ipt_utils.registry import RunParams
 from ipt_utils.stage import StageContext
@@ -112,7 +113,7 @@ def vllm_is_cpu_build() -> bool:
 @pytest.mark.gpu
 def test_vllm_synthesis_rounds(target, tiny_synth, tmp_path):  # noqa: F811
     """Two synthesis rounds through the project's vLLM engine; same greedy start as transformers."""
-    ok, why = sy.vllm_available()
+    ok, why = generation.vllm_available()
     if not ok:
         pytest.skip(f"import vllm failed: {why}")
     if target.device == "cuda" and vllm_is_cpu_build():
@@ -121,28 +122,28 @@ def test_vllm_synthesis_rounds(target, tiny_synth, tmp_path):  # noqa: F811
     # a low memory share: the engine lives in the test process beside the transformers reference
     cfg = ts._cfg(rounds=2, max_new_tokens=24, max_model_len=512, backend="vllm", batch_size=8,
                   gpu_memory_utilization=0.3)
-    eng = sy.make_engine(path, tok, cfg, seed=0, device=target.device, dtype=target.torch_dtype)
-    texts = [sy.RawText(f"t{i}", "general", f"Text {i} is about cells, prices and a question {i * 7}.")
+    eng = generation.make_engine(path, tok, cfg, seed=0, device=target.device, dtype=target.torch_dtype)
+    texts = [multiround.RawText(f"t{i}", "general", f"Text {i} is about cells, prices and a question {i * 7}.")
              for i in range(6)]
     try:
         work = SimpleNamespace(work=tmp_path, seed=0)
-        synths, info = sy.synthesize_shard(work, cfg, texts, eng, sy.Tokenizer(tok))
+        synths, info = sy.synthesize_shard(work, cfg, texts, eng, multiround.Tokenizer(tok))
         assert eng.backend == "vllm" and eng.calls == 2 and info["rounds_generated"] == 2
         assert [s.round for s in synths] == [0, 0, 0, 1, 1, 1]
         # round 1 inherits its slot's round-0 example exactly when that one yielded pairs
         assert [s.history for s in synths[3:]] == [[k] if synths[k].pairs else [] for k in range(3)]
         assert all(0 < s.gen_tokens <= 24 for s in synths)
-        rows = sy.build_rows(synths, seed=0)
+        rows = augmented.build_rows(synths, seed=0)
         assert sorted(i for r in rows for i in r["member_ids"]) == sorted(t.id for t in texts)
         outs = eng(prompts)
-        ref = sy.TransformersEngine(path, tok, cfg, target.device, target.torch_dtype).generate(prompts)
+        ref = generation.TransformersEngine(path, tok, cfg, target.device, target.torch_dtype).generate(prompts)
         same = sum(o.text[:8] == r.text[:8] for o, r in zip(outs, ref))
         # both greedy from the same weights; bf16 kernels may break a near-tie differently in one prompt
         assert same >= len(prompts) - (1 if target.bf16 else 0), [(o.text, r.text) for o, r in zip(outs, ref)]
     finally:
         if eng._impl is not None and hasattr(eng._impl, "shutdown"):  # free its memory and workers
             eng._impl.shutdown()
-        sy._free_memory()
+        generation.free_memory()
 
 
 # ---------------------------------------------------------------------------- stage 01: tuning
@@ -203,8 +204,8 @@ def test_pretrain_steps(target, inputs, tmp_path):  # noqa: F811
 
     ctx, cfg = tp._setup(tmp_path, inputs, arms=["vanilla"])
     on(ctx, target)
-    data = pretrain.prepare_arm(ctx, cfg, "vanilla")
-    acc = pretrain.make_accelerator(ctx)
+    data = arms.prepare_arm(ctx, cfg, "vanilla")
+    acc = training.make_accelerator(ctx)
     with linear_output_dtypes() as seen:
         m = pretrain.train_arm(ctx, cfg, data, accelerator=acc)
     losses = pd.read_csv(ctx.stage_dir / "loss_vanilla.csv")["loss"].tolist()
@@ -227,7 +228,7 @@ def test_instruct_tune_steps(target, env, tmp_path):  # noqa: F811
 
     ctx, cfg = ti._tune_setup(env, tmp_path, arms=("vanilla",), max_steps=5, eval_every=5)
     on(ctx, target)
-    acc = pretrain.make_accelerator(ctx)
+    acc = training.make_accelerator(ctx)
     with linear_output_dtypes() as seen:
         res = instruct_tune.tune_arm(ctx, cfg, "vanilla", accelerator=acc)
     losses = pd.read_csv(ctx.stage_dir / "loss_vanilla.csv")["loss"].tolist()
@@ -305,7 +306,7 @@ def test_gpu_check_dry_run(tmp_path):
     summary = _summary(tmp_path)
     steps = {s["name"]: s for s in summary["steps"]}
     assert list(steps) == ["gpu_tests", "gpu_tests_vllm", "bench_pretrain", "bench_synth_hf", "bench_synth_vllm"]
-    vllm_ok = sy.vllm_available()[0]
+    vllm_ok = generation.vllm_available()[0]
     for name, s in steps.items():
         expect = "skipped" if name == "bench_synth_vllm" and not vllm_ok else "ok"
         assert s["status"] == expect, (name, s)

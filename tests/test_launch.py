@@ -84,7 +84,7 @@ def _check_saved(ctx, cfg, tok, model_type: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ipt_utils import synthesize
+    from ipt_utils import generation
 
     out = ctx.work / "model"
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
@@ -94,7 +94,7 @@ def _check_saved(ctx, cfg, tok, model_type: str):
     gen = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert gen.shape[1] > ids.shape[1]
     gen_cfg = SimpleNamespace(backend="transformers", batch_size=2, max_new_tokens=4)
-    engine = synthesize.make_engine(str(out), tok, gen_cfg, device="cpu")
+    engine = generation.make_engine(str(out), tok, gen_cfg, device="cpu")
     assert len(engine([ids[0].tolist()])) == 1
     engine.close()
     base = AutoModelForCausalLM.from_pretrained(synth_tune.base_model_dir(ctx, cfg), use_safetensors=True)

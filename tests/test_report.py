@@ -59,7 +59,7 @@ def run_dir(tmp_path) -> Path:
     (rd / "02_synthesize").mkdir()
     (rd / "02_synthesize" / "metrics.json").write_text(json.dumps(
         {"texts_in": 10, "texts_skipped": 1, "pairs_per_text": 3.5, "tokens_per_pair": 40.2}))
-    # columns as ipt_utils.synthesize.stats_frame writes them (subset)
+    # columns as ipt_utils.synth_stats.stats_frame writes them (subset)
     pd.DataFrame({"id": list("abcd"), "chain_id": list("aabb"), "items": [3, 5, 2, 5], "pairs": [3, 4, 2, 5],
                   "tokens_per_pair": [30.0, 41.0, 52.5, float("nan")],
                   "mode": ["qa", "options", "cot", "qa"], "layout": ["classic", "dialog", "classic", "classic"]}

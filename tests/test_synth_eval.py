@@ -62,12 +62,12 @@ def test_aggregate():
     assert empty["response_f1"] == 0.0 and empty["own_response_f1_matched"] == 0.0 and empty["own_parse_failure_rate"] == 0.0
 
 
-def test_evaluate_models_one_engine_at_a_time_all_prompts_in_one_call(tmp_path, monkeypatch):
+def test_evaluate_models_one_engine_at_a_time_all_prompts_in_one_call(tmp_path, monkeypatch, fake_synthesizer):
     """Memory is freed before the first engine; each model's prompts go in one call (the
     fake backend splits them into batch_size batches); every engine is closed before the next."""
     import math
 
-    from ipt_utils import assets, synth_eval, synthesize
+    from ipt_utils import assets, generation, synth_eval
     from ipt_utils.format import Pair
     from ipt_utils.registry import RunParams
     from ipt_utils.stage import StageContext
@@ -81,9 +81,8 @@ def test_evaluate_models_one_engine_at_a_time_all_prompts_in_one_call(tmp_path, 
     exs = [Example("d", f"Text {i} about the river.", [Pair(f"What is text {i}?", "a river")], "free-form")
            for i in range(5)]
     events, calls = [], []
-    monkeypatch.setenv(synthesize.TEST_ENGINE_ENV, "0")
-    real_make, real_close, real_call = synthesize.make_engine, synthesize.Engine.close, synthesize.Engine.__call__
-    monkeypatch.setattr(synthesize, "_free_memory", lambda: events.append("free"))
+    real_make, real_close, real_call = generation.make_engine, generation.Engine.close, generation.Engine.__call__
+    monkeypatch.setattr(generation, "free_memory", lambda: events.append("free"))
 
     def make(path, *a, **k):
         events.append(f"start {path}")
@@ -98,9 +97,9 @@ def test_evaluate_models_one_engine_at_a_time_all_prompts_in_one_call(tmp_path, 
         events.append("close")
         real_close(self)
 
-    monkeypatch.setattr(synthesize, "make_engine", make)
-    monkeypatch.setattr(synthesize.Engine, "__call__", call)
-    monkeypatch.setattr(synthesize.Engine, "close", close)
+    monkeypatch.setattr(generation, "make_engine", make)
+    monkeypatch.setattr(generation.Engine, "__call__", call)
+    monkeypatch.setattr(generation.Engine, "close", close)
     cfg = SimpleNamespace(eval_backend="transformers", batch_size=2, eval_max_new_tokens=8, max_seq_len=256,
                           eval_shots=1)
     ctx = StageContext(profile="t", stage="01_synth_tune", run_dir=tmp_path / "run", work_root=tmp_path / "w",
@@ -117,10 +116,10 @@ def test_evaluate_models_one_engine_at_a_time_all_prompts_in_one_call(tmp_path, 
 
 
 def test_answer_prompts_put_the_gold_instruction_after_context_and_history(tmp_path):
-    from ipt_utils import assets, synth_eval, synthesize
+    from ipt_utils import assets, multiround, synth_eval
     from ipt_utils.synth_tune import Example
 
-    tok = synthesize.Tokenizer(assets.build_tiny_tokenizer(tmp_path / "tok"))
+    tok = multiround.Tokenizer(assets.build_tiny_tokenizer(tmp_path / "tok"))
     e = Example("d", "Mokase is a milky white metal.", [Pair("What colour is Mokase?", "milky white"),
                                                          Pair("What is Mokase?", "a metal")], "free-form")
     demo = SimpleNamespace(prompt_text="Thalova is a town.", pairs=[Pair("What is Thalova?", "a town")])
@@ -138,10 +137,10 @@ def test_answer_prompts_put_the_gold_instruction_after_context_and_history(tmp_p
 def test_answer_prompts_fit_the_budget_when_gold_pairs_are_long(tmp_path):
     """The rehearsal's case: many long earlier gold pairs (and one huge instruction) must not
     push a prompt past max_model_len - max_new_tokens."""
-    from ipt_utils import assets, synth_eval, synthesize
+    from ipt_utils import assets, multiround, synth_eval
     from ipt_utils.synth_tune import Example
 
-    tok = synthesize.Tokenizer(assets.build_tiny_tokenizer(tmp_path / "tok"))
+    tok = multiround.Tokenizer(assets.build_tiny_tokenizer(tmp_path / "tok"))
     long_q = " ".join(["Which metal is milky white and soft?"] * 40)
     pairs = [Pair(f"Question {i}: what is said about Mokase in part {i}?", "a long answer " * 20) for i in range(6)]
     e = Example("d", "Mokase is a milky white metal. " * 30, pairs + [Pair(long_q, "Mokase")], "free-form")

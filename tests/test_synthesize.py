@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 from ipt_utils import format as fmt
+from ipt_utils import augmented, generation, multiround, shards, synth_stats
 from ipt_utils import synthesize as sy
 from ipt_utils.generation import GenOut
-from ipt_utils.synthesize import RawText
+from ipt_utils.multiround import RawText
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,7 +66,7 @@ def _texts(names, filler=3):
 def _run(texts, rounds, budget=1000, tok=None):
     tok = tok or WordTok()
     gen = FakeGen(tok)
-    return sy.synthesize_texts(texts, rounds, tok, budget, gen), gen
+    return multiround.synthesize_texts(texts, rounds, tok, budget, gen), gen
 
 
 # ----------------------------------------------------------------------------- algorithm
@@ -73,7 +74,7 @@ def _run(texts, rounds, budget=1000, tok=None):
 def test_round_bounds_partition():
     for n in range(0, 30):
         for m in range(1, 5):
-            b = sy.round_bounds(n, m)
+            b = multiround.round_bounds(n, m)
             assert b[0][0] == 0 and b[-1][1] == n and all(x[1] == y[0] for x, y in zip(b, b[1:]))
 
 
@@ -162,7 +163,7 @@ def test_engine_halves_batch_on_oom_and_keeps_order():
             return [GenOut(str(p[0]), 1) for p in prompts]
 
     impl = Impl()
-    eng = sy.Engine(lambda: impl, "fake", batch_size=8)
+    eng = generation.Engine(lambda: impl, "fake", batch_size=8)
     prompts = [[i] * (i % 3 + 1) for i in range(7)]
     assert [o.text for o in eng(prompts)] == [str(i) for i in range(7)]
     assert [r["batch_size"] for r in eng.oom_retries] == [8, 4] and max(impl.sizes) == 2
@@ -172,7 +173,7 @@ def test_engine_halves_batch_on_oom_and_keeps_order():
             raise ValueError("not memory")
 
     with pytest.raises(ValueError):
-        sy.Engine(lambda: Broken(), "fake", 4)([[1]])
+        generation.Engine(lambda: Broken(), "fake", 4)([[1]])
 
 
 # ----------------------------------------------------------------------------- resume
@@ -192,7 +193,7 @@ def test_resume_after_crash_gives_identical_output(tmp_path):
     cfg = _cfg()
 
     clean_ctx = SimpleNamespace(work=tmp_path / "clean", seed=0)
-    clean, _ = sy.synthesize_shard(clean_ctx, cfg, texts, sy.Engine(lambda: FakeGen(tok), "fake", 4), tok)
+    clean, _ = sy.synthesize_shard(clean_ctx, cfg, texts, generation.Engine(lambda: FakeGen(tok), "fake", 4), tok)
 
     class Crashing(FakeGen):
         def generate(self, prompts):
@@ -202,24 +203,24 @@ def test_resume_after_crash_gives_identical_output(tmp_path):
 
     ctx = SimpleNamespace(work=tmp_path / "crash", seed=0)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sy.synthesize_shard(ctx, cfg, texts, sy.Engine(lambda: Crashing(tok), "fake", 4), tok)
-    assert [p.name for p in sorted(sy.shard_dir(ctx.work, cfg).glob("round-*"))] == ["round-000.jsonl"]
+        sy.synthesize_shard(ctx, cfg, texts, generation.Engine(lambda: Crashing(tok), "fake", 4), tok)
+    assert [p.name for p in sorted(shards.shard_dir(ctx.work, cfg).glob("round-*"))] == ["round-000.jsonl"]
     gen = FakeGen(tok)
-    resumed, info = sy.synthesize_shard(ctx, cfg, texts, sy.Engine(lambda: gen, "fake", 4), tok)
+    resumed, info = sy.synthesize_shard(ctx, cfg, texts, generation.Engine(lambda: gen, "fake", 4), tok)
     assert info["rounds_resumed"] == 1 and info["rounds_generated"] == 2
     assert len(gen.prompts) == len(texts) - 3  # round 0 (3 texts) was not regenerated
     assert resumed == clean
-    assert sy.build_rows(resumed, 0) == sy.build_rows(clean, 0)
+    assert augmented.build_rows(resumed, 0) == augmented.build_rows(clean, 0)
     # a third run generates nothing; changed inputs discard the finished rounds
     gen = FakeGen(tok)
-    again, info = sy.synthesize_shard(ctx, cfg, texts, sy.Engine(lambda: gen, "fake", 4), tok)
+    again, info = sy.synthesize_shard(ctx, cfg, texts, generation.Engine(lambda: gen, "fake", 4), tok)
     assert again == clean and gen.calls == 0 and info["rounds_resumed"] == 3
     gen = FakeGen(tok)
-    sy.synthesize_shard(ctx, cfg, texts[:-1], sy.Engine(lambda: gen, "fake", 4), tok)
+    sy.synthesize_shard(ctx, cfg, texts[:-1], generation.Engine(lambda: gen, "fake", 4), tok)
     assert len(gen.prompts) == len(texts) - 1
     # so do new weights behind the same model spec (e.g. stage 01 re-ran)
     gen = FakeGen(tok)
-    sy.synthesize_shard(ctx, cfg, texts[:-1], sy.Engine(lambda: gen, "fake", 4, model_stamp="retrained"), tok)
+    sy.synthesize_shard(ctx, cfg, texts[:-1], generation.Engine(lambda: gen, "fake", 4, model_stamp="retrained"), tok)
     assert len(gen.prompts) == len(texts) - 1
 
 
@@ -241,7 +242,7 @@ def test_rows_are_documents():
     """One row per pre-training document: a run of chained texts with pairs is one document,
     a text without pairs its own raw one; every text in exactly one row, in chain order."""
     out, _ = _run(_texts(["w0", "nopair1"] + [f"w{i}" for i in range(2, 9)]), rounds=3)
-    rows = sy.build_rows(out, seed=0)
+    rows = augmented.build_rows(out, seed=0)
     assert sorted(i for r in rows for i in r["member_ids"]) == sorted(s.id for s in out)
     keys = {"id", "member_ids", "domain", "chain_id", "text", "layout", "mode", "dropped_pairs", "members"}
     mkeys = {"id", "raw_text", "pairs", "mode", "inherited", "dropped_pairs"}
@@ -266,7 +267,7 @@ def test_inherited_means_history_and_pairs():
     by = {s.id: s for s in out}
     assert by["id-nopair4"].history and not by["id-nopair4"].pairs and not by["id-nopair4"].inherited
     assert by["id-w3"].inherited and not by["id-w0"].inherited
-    rows = sy.build_rows(out, seed=0)
+    rows = augmented.build_rows(out, seed=0)
     assert ("id-w1",) in {tuple(r["member_ids"]) for r in rows}  # its successor broke off
 
 
@@ -279,16 +280,16 @@ def test_identical_id_less_texts_in_different_chains_are_different_documents():
     dup = RawText(record_id({}, "same words here"), "general", "same words here")
     out, _ = _run([dup, dup], rounds=1)  # one round: two chains of one text each
     assert out[0].chain_id != out[1].chain_id and out[0].id == out[1].id
-    rows = sy.build_rows(out, seed=0)
-    m = sy.document_metrics(sy.stats_frame(out, rows))
+    rows = augmented.build_rows(out, seed=0)
+    m = synth_stats.document_metrics(synth_stats.stats_frame(out, rows))
     assert len(rows) == m["documents"] == 2 and m["texts_per_document"] == 1.0
     # two rounds: the copies sit in different multi-text chains (dup w2) and (w1 dup)
     texts = [dup, *_texts(["w1", "w2"]), dup]
     out, _ = _run(texts, rounds=2)
-    rows = sy.build_rows(out, seed=0)
-    df = sy.stats_frame(out, rows)
+    rows = augmented.build_rows(out, seed=0)
+    df = synth_stats.stats_frame(out, rows)
     assert set(zip(df["chain_id"], df["doc_id"])) == {(r["chain_id"], r["id"]) for r in rows}
-    assert sy.document_metrics(df)["documents"] == len(rows) == 2
+    assert synth_stats.document_metrics(df)["documents"] == len(rows) == 2
     own = {(r["chain_id"], i): r["member_ids"] for r in rows for i in r["member_ids"]}
     for e in explore.build_entries(out, rows):
         assert e.document_members == own[e.chain_id, e.id]
@@ -337,7 +338,7 @@ def test_markup_is_neutralised_in_the_prompt_only():
     assert "<" + "QUE>" not in h.prompt_text and fmt.neutralise(hostile)[0] == h.prompt_text
     for prompt in gen.prompts:  # the literal markup only where the renderer put it
         assert prompt.split().count("<s>") == prompt.split().count("<CON>") == prompt.split().count("</CON>")
-    rows = sy.build_rows(out, seed=0)
+    rows = augmented.build_rows(out, seed=0)
     doc = next(r for r in rows if "id-h" in r["member_ids"])
     assert hostile in doc["text"] and next(m for m in doc["members"] if m["id"] == "id-h")["raw_text"] == hostile
 
@@ -358,7 +359,7 @@ def test_prompt_encoding_places_bos_eos_only_where_the_markup_has_them(tokenizer
         forged = " ".join(tok.all_special_tokens)
         ids = fmt.encode_markup(tok, fmt.build_prompt(fmt.neutralise(forged)[0], history))
         assert ids.count(tok.bos_token_id) == 3 and ids.count(tok.eos_token_id) == 2, kind
-        assert sy.Tokenizer(tok).encode(fmt.render_context("x")) == fmt.encode_markup(tok, fmt.render_context("x"))
+        assert multiround.Tokenizer(tok).encode(fmt.render_context("x")) == fmt.encode_markup(tok, fmt.render_context("x"))
 
 
 def test_records_without_id_get_a_text_hash_id(tmp_path):
@@ -408,7 +409,7 @@ def tiny_synth(tmp_path_factory):
             if "norm" not in name:
                 p.mul_(30.0)
     assets.save_model(model, tok, d / "model")
-    prompts = [sy.Tokenizer(tok).encode(fmt.render_context(t)) for t in
+    prompts = [multiround.Tokenizer(tok).encode(fmt.render_context(t)) for t in
                ["Cells.", "Prices of cells and a question " * 4, "Text 3 is about a question.", "7"]]
     return str(d / "model"), tok, prompts
 
@@ -417,7 +418,7 @@ def test_transformers_batched_equals_one_at_a_time(tiny_synth):
     import torch
 
     path, tok, prompts = tiny_synth
-    eng = sy.TransformersEngine(path, tok, _cfg(max_new_tokens=24), "cpu", torch.float32)
+    eng = generation.TransformersEngine(path, tok, _cfg(max_new_tokens=24), "cpu", torch.float32)
     batched = eng.generate(prompts)
     single = [eng.generate([p])[0] for p in prompts]
     assert batched == single
@@ -433,7 +434,7 @@ def test_grouped_attention_matches_stock_sdpa_on_padded_batch(tiny_synth):
     from ipt_utils import attention
 
     path, tok, prompts = tiny_synth
-    eng = sy.TransformersEngine(path, tok, _cfg(max_new_tokens=24), "cpu", torch.float32)
+    eng = generation.TransformersEngine(path, tok, _cfg(max_new_tokens=24), "cpu", torch.float32)
     assert eng.grouped_attention and eng.model.config._attn_implementation == attention.NAME
     ref = AutoModelForCausalLM.from_pretrained(path).eval()
     assert ref.config._attn_implementation == "sdpa"
@@ -452,17 +453,17 @@ def test_grouped_attention_matches_stock_sdpa_on_padded_batch(tiny_synth):
 
 
 def test_vllm_backend_on_tiny_model(tiny_synth):
-    ok, why = sy.vllm_available()
+    ok, why = generation.vllm_available()
     if not ok:
         pytest.skip(f"import vllm failed: {why}")
     import torch
 
     path, tok, prompts = tiny_synth
     cfg = _cfg(max_new_tokens=24, max_model_len=512, backend="vllm")
-    eng = sy.make_engine(path, tok, cfg, seed=0, device="cpu", dtype=torch.float32)
+    eng = generation.make_engine(path, tok, cfg, seed=0, device="cpu", dtype=torch.float32)
     assert eng.backend == "vllm"
     outs = eng(prompts)
-    ref = sy.TransformersEngine(path, tok, cfg, "cpu", torch.float32).generate(prompts)
+    ref = generation.TransformersEngine(path, tok, cfg, "cpu", torch.float32).generate(prompts)
     assert all(o.n_tokens == 24 or o.text != "" for o in outs) and eng.calls == 1
     # both greedy from the same weights: same start of every continuation (fp32 ties may differ later)
     for o, r in zip(outs, ref):

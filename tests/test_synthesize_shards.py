@@ -1,6 +1,5 @@
 """Stage 02 at scale: sharded jobs + merge, the shard CLI, kill -9 and resume, hf streaming input."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ipt_utils import cli
+from ipt_utils import cli, generation, synth_stats
+from ipt_utils import shards as sh
 from ipt_utils import synthesize as sy
 
 from test_synthesize import FakeGen, WordTok, _cfg
@@ -32,7 +32,7 @@ def _job(work, stage_dir, cfg, tok, stamp="m"):
     ctx = SimpleNamespace(work=work, stage_dir=stage_dir, seed=0, profile="p")
     stage_dir.mkdir(parents=True, exist_ok=True)
     texts, data_stats = sy.load_texts(cfg)
-    engine = sy.Engine(lambda: FakeGen(tok), "fake", 4, model_stamp=stamp)
+    engine = generation.Engine(lambda: FakeGen(tok), "fake", 4, model_stamp=stamp)
     synths, info = sy.synthesize_shard(ctx, cfg, texts, engine, tok)
     rows = sy.write_augmented(ctx, cfg, synths)
     df = sy.write_stats(ctx, synths, rows, cfg)
@@ -56,18 +56,18 @@ def test_two_shards_merged_equal_one_shard(tmp_path):
     tok = WordTok()
     one = _cfg(corpus=str(tmp_path / "c.jsonl"), rounds=2)
     ctx1, eng1, m1 = _job(tmp_path / "one", tmp_path / "one_stage", one, tok)
-    m1 = sy.finish_shard(ctx1, one, m1, eng1)
+    m1 = sh.finish_shard(ctx1, one, m1, eng1)
     single = [json.loads(x) for x in (tmp_path / "one" / "augmented.jsonl").read_text().splitlines()]
 
     work, stage_dir = tmp_path / "two", tmp_path / "two_stage"
     shards = [_cfg(corpus=str(tmp_path / "c.jsonl"), rounds=2, num_shards=2, shard_index=i) for i in (0, 1)]
     ctx, eng, m0 = _job(work, stage_dir, shards[0], tok)
-    assert sy.finish_shard(ctx, shards[0], m0, eng, merge=False) is m0
+    assert sh.finish_shard(ctx, shards[0], m0, eng, merge=False) is m0
     assert (work / "augmented-00000-of-00002.jsonl").exists() and not (stage_dir / "synthesis_stats.csv").exists()
-    with pytest.raises(sy.ShardsIncomplete, match=r"shard 00001-of-00002: missing"):
-        sy.merge_shards(ctx, shards[0], "m")
+    with pytest.raises(sh.ShardsIncomplete, match=r"shard 00001-of-00002: missing"):
+        sh.merge_shards(ctx, shards[0], "m")
     ctx, eng, m = _job(work, stage_dir, shards[1], tok)
-    merged = sy.finish_shard(ctx, shards[1], m, eng)  # the last shard merges
+    merged = sh.finish_shard(ctx, shards[1], m, eng)  # the last shard merges
 
     rows = [json.loads(x) for x in (work / "augmented.jsonl").read_text().splitlines()]
     ids = [i for r in rows for i in r["member_ids"]]
@@ -95,20 +95,20 @@ def test_two_shards_merged_equal_one_shard(tmp_path):
         _assert_parquet_twin(jsonl, want)
     # merging again is byte-identical
     before = (work / "augmented.jsonl").read_bytes()
-    sy.merge_shards(ctx, shards[1], "m")
+    sh.merge_shards(ctx, shards[1], "m")
     assert (work / "augmented.jsonl").read_bytes() == before
     # a shard made with other params (or other weights) is refused as stale
-    assert "stale" in str(pytest.raises(sy.ShardsIncomplete, sy.merge_shards, ctx, shards[1], "other").value)
+    assert "stale" in str(pytest.raises(sh.ShardsIncomplete, sh.merge_shards, ctx, shards[1], "other").value)
     (work / "augmented-00001-of-00002.jsonl").write_text("{}\n")
-    with pytest.raises(sy.ShardsIncomplete, match=r"00001-of-00002: augmented-00001-of-00002.jsonl has 1 rows"):
-        sy.merge_shards(ctx, shards[1], "m")
+    with pytest.raises(sh.ShardsIncomplete, match=r"00001-of-00002: augmented-00001-of-00002.jsonl has 1 rows"):
+        sh.merge_shards(ctx, shards[1], "m")
 
 
 # ----------------------------------------------------------------------------- CLI + kill -9
 
 @pytest.fixture(scope="module")
 def cli_profile(tmp_path_factory):
-    """A profile whose synthesizer is a tokenizer dir; the engine is the test fake (env hook)."""
+    """A profile whose synthesizer is a tokenizer dir; the engine is the test fake (fake_synthesizer)."""
     from ipt_utils import assets
 
     d = tmp_path_factory.mktemp("cli")
@@ -122,9 +122,8 @@ def cli_profile(tmp_path_factory):
     return d, recs
 
 
-def test_cli_shards_then_merge(cli_profile, monkeypatch, capsys):
+def test_cli_shards_then_merge(cli_profile, fake_synthesizer, capsys):
     d, recs = cli_profile
-    monkeypatch.setenv(sy.TEST_ENGINE_ENV, "0")
     prof = str(d / "p.yaml")
     out = d / "sharded"
     assert cli.main(["synthesize", "--profile", prof, "--out", str(out), "--num-shards", "3", "--shard-index", "2"]) == 0
@@ -143,20 +142,18 @@ def test_cli_shards_then_merge(cli_profile, monkeypatch, capsys):
     assert cli.main(["synthesize", "--profile", prof, "--out", str(out), "--num-shards", "3", "--shard-index", "3"]) == 2
 
 
-def test_cli_all_shards_in_one_process_equals_shard_jobs(cli_profile, monkeypatch):
+def test_cli_all_shards_in_one_process_equals_shard_jobs(cli_profile, fake_synthesizer):
     """`synthesize --all-shards`: every shard in turn with one engine start, then the merge; the
     same files as one job per shard + synth-merge; a rerun generates nothing."""
     d, recs = cli_profile
-    monkeypatch.setenv(sy.TEST_ENGINE_ENV, "0")
     prof = str(d / "p.yaml")
     jobs, one = d / "jobs", d / "one_process"
     for i in range(3):
         assert cli.main(["synthesize", "--profile", prof, "--out", str(jobs), "--num-shards", "3",
                          "--shard-index", str(i)]) == 0
     assert cli.main(["synth-merge", "--profile", prof, "--out", str(jobs), "--num-shards", "3"]) == 0
-    starts = []
-    real_init = sy._TestEngine.__init__
-    monkeypatch.setattr(sy._TestEngine, "__init__", lambda e, *a, **k: starts.append(1) or real_init(e, *a, **k))
+    starts = fake_synthesizer
+    starts.clear()
     assert cli.main(["synthesize", "--profile", prof, "--out", str(one), "--num-shards", "3", "--all-shards"]) == 0
     assert len(starts) == 1  # the backend started once for the three shards
     for f in ("work/02_synthesize/augmented.jsonl", "work/02_synthesize/augmented.parquet",
@@ -169,21 +166,22 @@ def test_cli_all_shards_in_one_process_equals_shard_jobs(cli_profile, monkeypatc
     assert m["rounds_generated"] == 0 and m["rounds_resumed"] == 3 * 4
 
 
-def _synth_cmd(prof, out):
-    return [sys.executable, "-m", "ipt_utils", "synthesize", "--profile", prof, "--out", str(out)]
+def _synth_cmd(prof, out, delay):
+    """`python -m ipt_utils synthesize` with the fake synthesizer (tests/fake_engine.py), `delay` s per call."""
+    return [sys.executable, str(REPO / "tests" / "fake_engine.py"), str(delay), "synthesize", "--profile", prof,
+            "--out", str(out)]
 
 
-def test_kill_9_then_rerun_gives_identical_output(cli_profile, monkeypatch):
+def test_kill_9_then_rerun_gives_identical_output(cli_profile, fake_synthesizer):
     d, recs = cli_profile
     prof = str(d / "p.yaml")
-    monkeypatch.setenv(sy.TEST_ENGINE_ENV, "0")
     clean = d / "clean"
     assert cli.main(["synthesize", "--profile", prof, "--out", str(clean)]) == 0
 
     killed = d / "killed"
     sdir = killed / "work/02_synthesize/shard-00000-of-00001"
-    env = {**os.environ, sy.TEST_ENGINE_ENV: "0.4"}  # 0.4 s per engine call: 3 calls per round
-    proc = subprocess.Popen(_synth_cmd(prof, killed), cwd=REPO, env=env,
+    delay = 0.4  # s per engine call: 3 calls per round
+    proc = subprocess.Popen(_synth_cmd(prof, killed, delay), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 30
@@ -199,7 +197,7 @@ def test_kill_9_then_rerun_gives_identical_output(cli_profile, monkeypatch):
     assert not (killed / "work/02_synthesize/augmented.jsonl").exists()
     assert not (sdir / "round-003.jsonl").exists()
 
-    rerun = subprocess.run(_synth_cmd(prof, killed), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    rerun = subprocess.run(_synth_cmd(prof, killed, delay), cwd=REPO, capture_output=True, text=True, timeout=60)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     m = json.loads((killed / "02_synthesize/metrics.json").read_text())
     assert m["rounds_resumed"] >= 1 and m["rounds_resumed"] + m["rounds_generated"] == 4
@@ -255,7 +253,7 @@ def test_shard_by_files_reads_only_its_own_files(tmp_path, monkeypatch):
     assert files[0].isdisjoint(files[1]) and len(files[0] | files[1]) == 5  # whole files per job
     assert sorted(t.id for t in a + b) == sorted(f"f{f}r{r}" for f in range(5) for r in range(4))
     assert sa["records_read"] + sb["records_read"] == 20 and sa["shard_by"] == "files"
-    merged = sy.merge_metrics([{**sa, "texts_synthesized": len(a)}, {**sb, "texts_synthesized": len(b)}])
+    merged = sh.merge_metrics([{**sa, "texts_synthesized": len(a)}, {**sb, "texts_synthesized": len(b)}])
     assert merged["records_read"] == 20 and merged["shard_by"] == "files"
     capped, st = job(1, max_texts=5)
     assert len(capped) == 3 and st["records_read"] == 3
@@ -308,7 +306,7 @@ def _two_shard_job(tmp_path):
     shards = [_cfg(corpus=str(tmp_path / "c.jsonl"), rounds=2, num_shards=2, shard_index=i) for i in (0, 1)]
     for c in shards:
         ctx, eng, m = _job(work, stage_dir, c, tok)
-        sy.finish_shard(ctx, c, m, eng, merge=False)
+        sh.finish_shard(ctx, c, m, eng, merge=False)
     return ctx, shards, work, stage_dir
 
 
@@ -326,16 +324,16 @@ def _pandas_concat_csv(paths):
 
 def test_merged_stats_are_byte_identical_to_the_pandas_concatenation(tmp_path):
     ctx, shards, work, stage_dir = _two_shard_job(tmp_path)
-    paths = [sy.shard_dir(work, c) / "synthesis_stats.csv" for c in shards]
+    paths = [sh.shard_dir(work, c) / "synthesis_stats.csv" for c in shards]
     want = _pandas_concat_csv(paths)
-    merged = sy.merge_shards(ctx, shards[1], "m")
+    merged = sh.merge_shards(ctx, shards[1], "m")
     assert (stage_dir / "synthesis_stats.csv").read_bytes() == want
     # the figure's counts equal those of the concatenated frame
     import pandas as pd
 
     df = pd.read_csv(stage_dir / "synthesis_stats.csv")
-    tally = sy.merge_stats_csv([(i, p) for i, p in enumerate(paths)], tmp_path / "again.csv")
-    ref = sy.stats_tally(df)
+    tally = synth_stats.merge_stats_csv([(i, p) for i, p in enumerate(paths)], tmp_path / "again.csv")
+    ref = synth_stats.stats_tally(df)
     assert {k: int(v) for k, v in ref["pairs"].items()} == tally["pairs"]
     assert ref["mode"] == tally["mode"] and ref["layout"] == tally["layout"] and sum(tally["mode"].values())
     assert list(ref["tpp"][0]) == list(tally["tpp"][0]) and list(ref["tpp"][1]) == list(tally["tpp"][1])
@@ -344,7 +342,7 @@ def test_merged_stats_are_byte_identical_to_the_pandas_concatenation(tmp_path):
     tricky = tmp_path / "tricky.csv"
     tricky.write_text(paths[0].read_text().splitlines()[0] + "\n"
                       + '"a,b",general,0,0,"x ""q""\ny",False,0,False,False,False,5,7,3,1,0,0,7.25,,,0,,0,0\n')
-    assert sy.merge_stats_csv([(0, tricky)], tmp_path / "t.csv") and \
+    assert synth_stats.merge_stats_csv([(0, tricky)], tmp_path / "t.csv") and \
         (tmp_path / "t.csv").read_bytes() == _pandas_concat_csv([tricky])
 
 
@@ -358,8 +356,8 @@ def test_merge_streams_stats_without_loading_every_row(tmp_path, monkeypatch):
     import pandas as pd
 
     ctx, shards, work, stage_dir = _two_shard_job(tmp_path)
-    sy.merge_shards(ctx, shards[1], "m")  # warm-up: matplotlib / pyarrow load their caches once
-    paths = [sy.shard_dir(work, c) / "synthesis_stats.csv" for c in shards]
+    sh.merge_shards(ctx, shards[1], "m")  # warm-up: matplotlib / pyarrow load their caches once
+    paths = [sh.shard_dir(work, c) / "synthesis_stats.csv" for c in shards]
     for p in paths:
         head, *body = p.read_text().splitlines(keepends=True)
         p.write_text(head + "".join(body * (60_000 // len(body) + 1)))
@@ -374,7 +372,7 @@ def test_merge_streams_stats_without_loading_every_row(tmp_path, monkeypatch):
     monkeypatch.setattr(pd, "concat", forbidden)
     tracemalloc.start()
     try:
-        sy.merge_shards(ctx, shards[1], "m")
+        sh.merge_shards(ctx, shards[1], "m")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
