@@ -4,9 +4,9 @@
     .venv/bin/python bench/bench_pretrain.py --part packing    # CPU data path only
     python bench/bench_pretrain.py --part train --shape 500m   # GPU: the paper-500m ModelShape
 
-Training runs the real loop (ipt_utils.pretrain.train_loop: AdamW, clipping, accumulation,
+Training runs the real loop (ipt_utils.training.train_loop: AdamW, clipping, accumulation,
 bf16 autocast on GPU) on random token rows; tokens/s is measured after `--warmup` steps,
-MFU follows the PaLM formula in ipt_utils.pretrain (null on CPU). The packing part
+MFU follows the PaLM formula in ipt_utils.flops (null on CPU). The packing part
 stream-tokenizes a corpus to an on-disk cache (ipt_utils.packing.tokenize_to_disk, with 1
 and N processes, chunk_docs texts at a time) and packs it chunk by chunk into a memory-mapped
 .npy of seq_len rows (pack_to_npy, checked equal to the in-memory pack); it reports tokens/s of each step and
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ipt_utils import assets, flops, packing, pretrain  # noqa: E402
+from ipt_utils import assets, flops, packing, pretrain, training  # noqa: E402
 from ipt_utils.hardware import describe  # noqa: E402
 
 TINY = dict(hidden_size=64, intermediate_size=256, num_layers=2, num_heads=2, num_kv_heads=2,
@@ -149,7 +149,7 @@ def bench_train(shape_name: str, steps: int, warmup: int, micro_batch: int, accu
     rows[:, 0] = 1
     batches = pretrain.pretrain_batches(rows, batch_seqs, micro_batch, bos=1, pad=0)
     stamps = []
-    opt = pretrain.OptimConfig(learning_rate=1e-4, total_steps=total, warmup_steps=1)
+    opt = training.OptimConfig(learning_rate=1e-4, total_steps=total, warmup_steps=1)
 
     def on_log(row):
         if device == "cuda":
@@ -157,7 +157,7 @@ def bench_train(shape_name: str, steps: int, warmup: int, micro_batch: int, accu
         stamps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp:
-        res, model, acc = pretrain.train_loop(model, batches, opt, ckpt_dir=Path(tmp), save_steps=10 ** 9,
+        res, model, acc = training.train_loop(model, batches, opt, ckpt_dir=Path(tmp), save_steps=10 ** 9,
                                               log_steps=1, tokens_per_step=batch_seqs * seq_len,
                                               accelerator=acc, on_log=on_log)
     measured = stamps[-1] - stamps[warmup - 1]

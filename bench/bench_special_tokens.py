@@ -6,9 +6,9 @@
 Every raw text, tuning-collection record and augmented document of the corpus mentions
 literal special-token strings ("<s>", "</s>", "<pad>", "<unk>", "<|begin_of_text|>",
 "<|end_of_text|>"), as web pages about tokenizers do. Stage 03's own data preparation
-(`pretrain.prepare_arm`) builds the packed rows of the vanilla, mix and instruct arms with
+(`ipt_utils.arms.prepare_arm`) builds the packed rows of the vanilla, mix and instruct arms with
 three tokenizers: the tiny one, a Mistral-kind (sentencepiece-style) and a Llama-3-kind
-(byte-level) one from ipt_utils.hub_mirror. Packing places one BOS and one EOS around every
+(byte-level) one from ipt_utils.model_mirror. Packing places one BOS and one EOS around every
 document, so the rows must hold exactly `docs` BOS ids and `docs - cut` EOS ids (cut = 1 when
 the budget ends inside the last document, i.e. the last slot is not its EOS); anything above
 is a control token forged by the text. PYTHONPATH comes before this checkout on sys.path,
@@ -32,7 +32,7 @@ sys.path.append(str(ROOT))  # appended: a checkout on PYTHONPATH wins
 import numpy as np  # noqa: E402
 
 import ipt_utils  # noqa: E402
-from ipt_utils import assets, hub_mirror, pretrain  # noqa: E402
+from ipt_utils import arms as arm_data, assets, model_mirror, pretrain  # noqa: E402
 from ipt_utils.hardware import describe  # noqa: E402
 from ipt_utils.schema import validate  # noqa: E402
 from ipt_utils.registry import RunParams  # noqa: E402
@@ -81,11 +81,11 @@ def count(tok_spec: str, files: dict, work: Path, arms: list[str], train_tokens:
                    gradient_checkpointing=False, num_proc=1, accelerate_config="", arm_variants={},
                    chunk_docs=256, doc_mask=True, attn_implementation="sdpa", compile=False)
     cfg = validate(pretrain.Params, section, prefix="pretrain")
-    tok = pretrain.load_tokenizer(ctx, cfg.tokenizer)
-    bos, eos, _ = pretrain.special_ids(tok)
+    tok = arm_data.load_tokenizer(ctx, cfg.tokenizer)
+    bos, eos, _ = arm_data.special_ids(tok)
     out = {}
     for arm in arms:
-        data = pretrain.prepare_arm(ctx, cfg, arm)
+        data = arm_data.prepare_arm(ctx, cfg, arm)
         rows = np.asarray(data.rows()).reshape(-1)
         cut = int(rows[-1] != eos)  # the budget ended inside the last document (no pad: the plan fills every slot)
         n_bos, n_eos = int((rows == bos).sum()), int((rows == eos).sum())
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         for kind in ("sentencepiece", "llama3"):  # Mistral-7B and Llama-3-8B tokenizer kinds
             d = tmp / f"tok-{kind}"
             d.mkdir()
-            hub_mirror.TOKENIZER_KINDS[kind](d)
+            model_mirror.TOKENIZER_KINDS[kind](d)
             specs[kind] = str(d)
         result = {name: count(spec, files, tmp / name, ["vanilla", "mix", "instruct"], args.train_tokens)
                   for name, spec in specs.items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Mapping, NotRequired, get_args, get_origin
@@ -53,6 +54,14 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
+def required_keys(cls) -> frozenset:
+    """The keys a TypedDict requires. Read from its resolved hints: under `from __future__ import
+    annotations` (string hints) Python 3.11's __required_keys__ does not see `NotRequired`."""
+    hints = _hints(cls)
+    return frozenset(k for k in hints if get_origin(hints[k]) is not NotRequired
+                     and (k in cls.__required_keys__ or get_origin(hints[k]) is typing.Required))
+
+
 def _strip(tp):
     """-> (bare type, meaning) of an `Annotated[...]` / `NotRequired[...]` hint."""
     meaning = ""
@@ -72,7 +81,7 @@ def problems(schema, value: Mapping, path: str = "") -> list[str]:
     if not isinstance(value, Mapping):
         return [f"{path or '.'}: expected an object, got {type(value).__name__}"]
     hints = _hints(schema)
-    out = [f"{path}{k}: missing" for k in sorted(schema.__required_keys__ - value.keys())]
+    out = [f"{path}{k}: missing" for k in sorted(required_keys(schema) - value.keys())]
     out += [f"{path}{k}: not declared in {schema.__name__}" for k in sorted(value.keys() - hints.keys())]
     for k in sorted(value.keys() & hints.keys()):
         tp, _ = _strip(hints[k])
@@ -110,6 +119,8 @@ def _type_name(tp) -> str:
     origin = get_origin(tp)
     if origin is None:
         return getattr(tp, "__name__", repr(tp)).replace("NoneType", "null")
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in get_args(tp))  # a "|" would split the table cell
     args = ", ".join(_type_name(a) for a in get_args(tp))
     name = getattr(origin, "__name__", None) or repr(origin).replace("typing.", "")
     return f"{name}[{args}]" if args else name
@@ -122,7 +133,7 @@ def _table(cls, seen: list) -> list[str]:
     lines += ["| key | type | required | meaning |", "|---|---|---|---|"]
     for k, hint in _hints(cls).items():
         tp, meaning = _strip(hint)
-        lines.append(f"| `{k}` | `{_type_name(hint)}` | {'yes' if k in cls.__required_keys__ else 'no'} "
+        lines.append(f"| `{k}` | `{_type_name(hint)}` | {'yes' if k in required_keys(cls) else 'no'} "
                      f"| {meaning} |")
         for nested in (tp, *get_args(tp)):
             nested = _strip(nested)[0]
@@ -173,4 +184,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run as the package's module: the stage modules register their schemas there, not in __main__
+    raise SystemExit(importlib.import_module("ipt_utils.contracts").main())

@@ -17,22 +17,26 @@ Rows that also hold a `context` (a cloze prefix, e.g. "Olga Lund was born in") a
 second way, task `cloze`: each choice's text right after that prefix, no question (does
 the model hold the fact at all?).
 
-The training loop (AdamW, warmup + cosine, clipping, accumulation, checkpoints and
-resume) is ipt_utils.pretrain.train_loop.
+Instruction data (reading, loss mask, example order): ipt_utils/instructions.py. The
+training loop (AdamW, warmup + cosine, clipping, accumulation, checkpoints and
+resume, finished arms) is ipt_utils/training.py, shared with stage 03; instruction and
+evaluation data are read by ipt_utils/sources.py.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Mapping, TypedDict
 
-from . import assets, io, launch, packing, pretrain
-from .packing import IGNORE
-from .pretrain import OptimConfig, finished_arm, make_accelerator, save_final, train_loop, write_loss_csv
+from . import assets, io, launch, packing, sources
+from .arms import arm_seed
+from .contracts import metrics_schema
+from .instructions import encode_examples, training_instructions, tune_batches
 from .registry import ARMS
-from .schema import HUB_PREFIX, resolve_path, spec
+from .schema import spec
+from .training import OptimConfig, complete_arm, finished_arm, make_accelerator, train_loop, write_loss_csv
 
-SEP = "\n\n"
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -74,157 +78,10 @@ class Params:
             raise ValueError(f"arms {bad}: expected built-in arms {list(ARMS)} or arm_variants names")
 
 
-# =========================================================================== data
-
-INSTRUCTIONS_VERSION = "1"  # part of the key of the prepared instruction file
-
-
-def instruction_of(r: dict) -> dict | None:
-    """{instruction, response, task} of one record, or None when it has no usable pair.
-
-    Fixture rows: instruction/response; FLAN (Open-Orca/FLAN): inputs/targets; OpenOrca:
-    question/response, a non-empty system_prompt put before the question."""
-    ins = r.get("instruction") or r.get("inputs") or r.get("question")
-    resp = r.get("response") or r.get("targets")
-    if not (isinstance(ins, str) and isinstance(resp, str) and ins.strip() and resp.strip()):
-        return None
-    system = r.get("system_prompt")
-    if "question" in r and "instruction" not in r and isinstance(system, str) and system.strip():
-        ins = f"{system.strip()}{SEP}{ins}"
-    return {"instruction": ins, "response": resp, "task": r.get("task") or r.get("_task_name") or ""}
-
-
-def load_instructions(source: str, limit: int = 0, stats: dict | None = None) -> list[dict]:
-    """Usable instruction rows of `source`, streamed; stops after `limit` rows (0 = all).
-    `stats` receives records_read (records consumed), rows and records_skipped (no usable
-    pair: instruction or response missing, not a string, empty or whitespace only)."""
-    rows, read = [], 0
-    for r in pretrain._rows(source):
-        read += 1
-        row = instruction_of(r)
-        if row is not None:
-            rows.append(row)
-            if limit and len(rows) >= limit:
-                break  # not one record more: the rest of a hub collection is never fetched
-    if stats is not None:
-        stats.update(records_read=read, rows=len(rows), records_skipped=read - len(rows))
-    if not rows:
-        raise ValueError(f"{source}: no usable instruction rows (expected instruction/response, "
-                         f"inputs/targets or question/response fields)")
-    return rows
-
-
-def examples_needed(cfg: Params) -> int:
-    """Examples the run draws: max_steps * batch_size (fewer rows are repeated in epochs)."""
-    return cfg.max_steps * cfg.batch_size
-
-
-def instructions_file(ctx, cfg: Params) -> Path:
-    ident = cfg.data if cfg.data.startswith(HUB_PREFIX) else resolve_path(cfg.data)
-    key = packing.cache_key(ident, examples_needed(cfg), INSTRUCTIONS_VERSION)
-    return ctx.work / "data" / f"instructions-{key}.jsonl"
-
-
-def training_instructions(ctx, cfg: Params, accelerator=None) -> tuple[list[dict], dict]:
-    """(rows, stats) the run trains on: the first examples_needed(cfg) usable rows of cfg.data.
-
-    Read once, streamed (a hub collection of millions of rows is never read whole), by the
-    main process into <work>/data/instructions-<key>.jsonl (atomic; the stats beside it);
-    the other ranks wait at the barrier and read that file; later runs and arms reuse it."""
-    path = instructions_file(ctx, cfg)
-    meta = path.with_suffix(".json")
-
-    def build():
-        if path.exists() and meta.exists():
-            return
-        stats = {"source": cfg.data, "examples_needed": examples_needed(cfg)}
-        rows = load_instructions(cfg.data, limit=examples_needed(cfg), stats=stats)
-        io.write_json(meta, stats)  # before the rows: the rows file marks both complete
-        io.write_jsonl(path, rows)
-
-    if accelerator is None:
-        build()
-    else:
-        with accelerator.main_process_first():  # main builds; the others enter after it
-            if accelerator.is_main_process:
-                build()
-    if not (path.exists() and meta.exists()):
-        raise FileNotFoundError(f"{path}: the main process did not write the instruction data")
-    return io.read_jsonl(path), io.read_json(meta)
-
-
-def encode_examples(tokenizer, rows: list[dict], max_len: int) -> tuple[list[tuple[list, list]], dict]:
-    """(input_ids, labels) of every {instruction, response} row and {examples_truncated: n}:
-    `<s> instruction SEP` masked, `response </s>` trained. The texts are tokenized as text in
-    one batched call (packing.encode_texts): an instruction that spells "<s>" or "</s>" gets
-    those characters' tokens; the only BOS/EOS are the two placed here.
-
-    Too long: the prompt keeps at most max_len // 2 tokens (left-truncated after <s>), the
-    response fills the rest (right-truncated); such examples are counted.
-    """
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    ids = packing.encode_texts(tokenizer, [t for r in rows for t in (r["instruction"] + SEP, r["response"])])
-    out, truncated = [], 0
-    for prompt, resp in zip(ids[0::2], ids[1::2]):
-        resp = resp + [eos]
-        if 1 + len(prompt) + len(resp) > max_len:
-            truncated += 1
-            keep_p = min(len(prompt), max(max_len // 2, max_len - 1 - len(resp)))
-            prompt = prompt[len(prompt) - keep_p:]
-            resp = resp[:max_len - 1 - len(prompt)]
-        out.append(([bos] + prompt + resp, [IGNORE] * (1 + len(prompt)) + resp))
-    return out, {"examples_truncated": truncated}
-
-
-def encode_example(tokenizer, instruction: str, response: str, max_len: int):
-    """encode_examples of one example: (input_ids, labels)."""
-    return encode_examples(tokenizer, [{"instruction": instruction, "response": response}], max_len)[0][0]
-
-
-def collate(examples, pad_id: int):
-    """Right-pad a list of (ids, labels) to the longest; labels -100 on padding."""
-    import torch
-
-    n = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), n), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), n), dtype=torch.long)
-    for i, (ids, lab) in enumerate(examples):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        labels[i, :len(lab)] = torch.tensor(lab)
-        mask[i, :len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
-
-
-def example_order(n: int, step: int, batch_size: int, seed: int):
-    """Example indices of optimizer step `step`: consecutive slices of seeded per-epoch permutations."""
-    import numpy as np
-
-    pos = np.arange(step * batch_size, (step + 1) * batch_size)
-    epochs = pos // n
-    out = np.empty(len(pos), dtype=np.int64)
-    for e in np.unique(epochs):
-        perm = np.random.default_rng([seed, int(e)]).permutation(n)
-        sel = epochs == e
-        out[sel] = perm[pos[sel] % n]
-    return out
-
-
-def tune_batches(encoded, batch_size: int, micro_batch_size: int, pad_id: int, seed: int):
-    def batches(step, rank, world):
-        idx = example_order(len(encoded), step, batch_size, seed)
-        per_rank = batch_size // world
-        mine = idx[rank * per_rank:(rank + 1) * per_rank]
-        return [collate([encoded[i] for i in mine[j:j + micro_batch_size]], pad_id)
-                for j in range(0, len(mine), micro_batch_size)]
-
-    return batches
-
-
 # =========================================================================== evaluation
 
 def load_eval_rows(source: str, limit: int = 0) -> list[dict]:
-    rows = [r for r in pretrain._rows(source, split="test")
+    rows = [r for r in sources.records(source, split="test")
             if isinstance(r.get("choices"), list) and isinstance(r.get("answer"), int)]
     return rows[:limit] if limit else rows
 
@@ -356,8 +213,51 @@ def evaluate_mmlu(model, tokenizer, rows, shots: list[int], batch_size: int, max
 RUN_ONLY_KEYS = ("arms", "accelerate_config", "save_steps")  # do not change what an arm learns
 
 
-def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accelerator=None) -> dict:
-    """Instruction-tune one arm (resuming if a checkpoint exists); returns its metrics and curve rows.
+class TuneArmMetrics(TypedDict):
+    """One instruction-tuned arm."""
+
+    final_loss: Annotated[float | None, "training loss at the last step"]
+    steps: Annotated[int, "optimizer steps done"]
+    tokens: Annotated[int, "tokens trained on (mean example length x examples)"]
+    wall_s: Annotated[float, "seconds to tune the arm in this run"]
+    accuracy_step0: Annotated[dict[str, float], "task -> accuracy before tuning (step 0)"]
+    accuracy: Annotated[dict[str, float], "task -> accuracy at the last step"]
+    completed: Annotated[bool, "false when the run stopped before max_steps"]
+    instruction_rows: Annotated[int, "usable instruction rows trained on"]
+    instruction_records_read: Annotated[int, "records read from `data` to find them"]
+    instruction_records_skipped: Annotated[int, "records without a usable instruction/response pair"]
+    examples_truncated: Annotated[int, "examples longer than max_len (prompt cut first)"]
+
+
+@metrics_schema("04_instruct_tune")
+class InstructTuneMetrics(TypedDict):
+    """Stage 04: one entry per arm; the curves are curve.csv and eval_items.csv."""
+
+    arms: Annotated[dict[str, TuneArmMetrics], "arm name -> its metrics"]
+
+
+def arm_metrics(res, data_stats: dict, enc_stats: dict, wall_s: float) -> TuneArmMetrics:
+    """The metrics of one arm from its training result (training.TrainResult) and data counts."""
+    return TuneArmMetrics(
+        final_loss=res.log[-1]["loss"] if res.log else None, steps=res.steps_done, tokens=res.tokens,
+        wall_s=round(wall_s, 2),
+        accuracy_step0={r["task"]: r["accuracy"] for r in res.evals if r["step"] == 0},
+        accuracy={r["task"]: r["accuracy"] for r in res.evals if r["step"] == res.steps_done},
+        completed=res.completed, instruction_rows=data_stats["rows"],
+        instruction_records_read=data_stats["records_read"],
+        # records without a usable pair (older instruction files lack the count)
+        instruction_records_skipped=data_stats["records_read"] - data_stats["rows"],
+        examples_truncated=enc_stats["examples_truncated"])
+
+
+def stage_metrics(arms: Mapping[str, TuneArmMetrics]) -> InstructTuneMetrics:
+    """metrics.json of stage 04 (the notebook, the launched run and finish_stage use this)."""
+    return InstructTuneMetrics(arms=dict(arms))
+
+
+def tune_arm(ctx, cfg: Params, arm: str, *, accelerator=None) -> dict:
+    """Instruction-tune one arm (resuming if a checkpoint exists); returns {metrics, curve}
+    (its TuneArmMetrics and evaluation rows).
     `accelerator`: the launched run's (FSDP across processes); default a fresh one-process one."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -366,13 +266,12 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
     src = assets.resolve_model(ctx, f"stage:03_pretrain/{arm}")
     params = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_KEYS}
     weights = Path(src) / "model.safetensors"
-    seed = pretrain.arm_seed(ctx, arm)  # a seed replica <arm>_s<k> also tunes in its own order
+    seed = arm_seed(ctx, arm)  # a seed replica <arm>_s<k> also tunes in its own order
     key = packing.cache_key(params, arm, seed, ctx.run.device, ctx.run.dtype,
                             weights if weights.exists() else src, packing.TEXT_POLICY)
-    done = arm_dir / "done.json"
     prev = finished_arm(ctx, arm, arm_dir, key)
     if prev:  # finished earlier: its loss log is restored, do not retune
-        return prev["result"]
+        return prev
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(src)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.bos_token_id
@@ -394,32 +293,17 @@ def tune_arm(ctx, cfg: Params, arm: str, *, stop_after: int | None = None, accel
                       warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), min_lr_ratio=cfg.min_lr_ratio,
                       weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2), grad_clip=cfg.grad_clip)
     n_tok = sum(len(ids) for ids, _ in encoded) / len(encoded)
+    ckpt_dir = arm_dir / f"ckpt-{key}"
     res, model, acc = train_loop(
         model, tune_batches(encoded, cfg.batch_size, cfg.micro_batch_size, pad, seed), opt,
-        ckpt_dir=arm_dir / f"ckpt-{key}", save_steps=cfg.save_steps, log_steps=1,
+        ckpt_dir=ckpt_dir, save_steps=cfg.save_steps, log_steps=1,
         tokens_per_step=int(round(n_tok * cfg.batch_size)), accelerator=accelerator or make_accelerator(ctx),
-        eval_fn=eval_fn, eval_steps=cfg.eval_every, stop_after=stop_after)
+        eval_fn=eval_fn, eval_steps=cfg.eval_every)
     if acc.is_main_process:
         write_loss_csv(ctx.stage_dir / f"loss_{arm}.csv", res.log)
-    final = {r["task"]: r["accuracy"] for r in res.evals if r["step"] == res.steps_done}
-    first = {r["task"]: r["accuracy"] for r in res.evals if r["step"] == 0}
-    result = {"metrics": {"final_loss": res.log[-1]["loss"] if res.log else None, "steps": res.steps_done,
-                          "tokens": res.tokens, "wall_s": round(time.time() - t0, 2),
-                          "accuracy_step0": first, "accuracy": final, "completed": res.completed,
-                          "instruction_rows": data_stats["rows"],
-                          "instruction_records_read": data_stats["records_read"],
-                          # records without a usable pair (older instruction files lack the count)
-                          "instruction_records_skipped": data_stats["records_read"] - data_stats["rows"],
-                          **enc_stats},
-              "curve": res.evals}
+    result = {"metrics": arm_metrics(res, data_stats, enc_stats, time.time() - t0), "curve": res.evals}
     if res.completed:
-        save_final(acc, model, tok, arm_dir / "model")
-        if acc.is_main_process:
-            import shutil
-
-            io.write_json(done, {"key": key, "result": result, "log": res.log})
-            shutil.rmtree(arm_dir / f"ckpt-{key}", ignore_errors=True)
-        acc.wait_for_everyone()
+        complete_arm(acc, model, tok, arm_dir, key, ckpt_dir, result, res.log)
     acc.free_memory()
     return result
 
@@ -451,7 +335,7 @@ def write_items(path: Path, rows: list[dict], eval_rows: list[dict]) -> Path:
     return path
 
 
-def tune_arms(ctx, cfg: Params, accelerator=None) -> dict:
+def tune_arms(ctx, cfg: Params, accelerator=None) -> InstructTuneMetrics:
     """Tune every arm; writes curve.csv and eval_items.csv (all arms) and loss_<arm>.csv;
     returns stage metrics.
     With `accelerate_config` (and no accelerator yet) this runs under `accelerate launch`."""
@@ -470,7 +354,7 @@ def tune_arms(ctx, cfg: Params, accelerator=None) -> dict:
         if main:
             write_curve(ctx.stage_dir / "curve.csv", curve)
             write_items(ctx.stage_dir / "eval_items.csv", curve, eval_rows)
-    return {"arms": metrics}
+    return stage_metrics(metrics)
 
 
 def main(argv=None) -> int:

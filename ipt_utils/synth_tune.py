@@ -8,6 +8,11 @@ dataset are concatenated up to `max_seq_len`. Loss only on the pairs (and the
 closing `</s>`): context tokens and padding are masked with -100. Texts are neutralised and
 tokenized as text, so only the markup's own `<s>`/`</s>` become BOS/EOS (encode_example);
 malformed records and over-long examples are skipped and counted (metrics).
+
+It keeps HF `Trainer` (unlike stages 03/04, ipt_utils/training.py): LoRA/QLoRA through peft
+and Trainer's own checkpoint/resume fit a tuning run of one model on a few thousand
+sequences, and it shares the final save (training.save_final: FSDP gather, LoRA merge) and
+the step hooks (training.STEP_HOOKS) with the other trainers.
 """
 from __future__ import annotations
 
@@ -18,16 +23,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, NotRequired, TypedDict
 
-from . import assets, hub_mirror, io
+from . import assets, contracts, io, sources
 from .assets import ModelShape, model_fingerprint
 from .format import BOS, EOS, Pair, collection_example, neutralise, render_context, render_example
 from .hashing import digest
-from .io import iter_local_records
 from .launch import CRASH_ENV, distributed_state, launch, maybe_crash, open_from_spec, record_errors
 from .packing import IGNORE, check_text_only, encode_texts
-from .pretrain import save_final
-from .schema import HUB_PREFIX, TINY, resolve_path, spec
+from .schema import HUB_PREFIX, TINY, dataset_configs, spec
+from .synth_eval import SynthEvalRow
+from .training import save_final, stop_requested
 
 SEQUENCES = "sequences.jsonl"  # <work>/01_synth_tune/: the training sequences handed to launched ranks
 
@@ -67,7 +73,7 @@ class Params:
         # A hub config name the collection lacks would only fail once the stage streams it.
         if not self.data.startswith(HUB_PREFIX):
             return
-        valid = hub_mirror.dataset_configs(self.data)
+        valid = dataset_configs(self.data)
         for key in ("datasets", "heldout_datasets"):
             bad = [n for n in getattr(self, key) if valid is not None and n not in valid]
             if bad:
@@ -117,18 +123,15 @@ def load_collection(cfg: Params) -> tuple[list[Example], dict]:
 
 
 def _iter_records(cfg: Params):
-    if cfg.data.startswith(HUB_PREFIX):
-        from datasets import load_dataset
-
-        name = cfg.data[len(HUB_PREFIX):]
-        if not cfg.datasets:
-            raise ValueError("synth_tune.datasets must list the hub configs to load")
-        for config in cfg.datasets:
-            for i, rec in enumerate(load_dataset(name, config, split="train", streaming=True)):
-                # the config the profile names is the dataset's name (a record's own rc_name may differ)
-                yield f"{name}/{config}#{i}", {**rec, "rc_name": config}
-    else:
-        yield from iter_local_records(resolve_path(cfg.data))
+    if not cfg.data.startswith(HUB_PREFIX):
+        yield from sources.located_records(cfg.data)
+        return
+    if not cfg.datasets:
+        raise ValueError("synth_tune.datasets must list the hub configs to load")
+    for config in cfg.datasets:
+        for where, rec in sources.located_records(cfg.data, configs=[config]):
+            # the config the profile names is the dataset's name (a record's own rc_name may differ)
+            yield where, {**rec, "rc_name": config}
 
 
 def split_examples(examples: list[Example], cfg: Params, seed: int):
@@ -348,19 +351,19 @@ def run_key(ctx, cfg: Params, sequences: list[dict]) -> str:
     return digest(itertools.chain([head], tokens))
 
 
-class _StopAfter:
-    """Trainer callback stopping after `step` (after its checkpoint is saved): a crash stand-in."""
+class _StepHooks:
+    """Trainer callback running training.STEP_HOOKS after every step; a hook asking to stop
+    ends the run there (after the step's scheduled checkpoint, if any)."""
 
-    def __new__(cls, step: int):
+    def __new__(cls):
         from transformers import TrainerCallback
 
-        class Stop(TrainerCallback):
+        class Hooks(TrainerCallback):
             def on_step_end(self, args, state, control, **kw):
-                if state.global_step >= step:
-                    control.should_save = True
+                if stop_requested(state.global_step):
                     control.should_training_stop = True
 
-        return Stop()
+        return Hooks()
 
 
 class _CrashHook:
@@ -376,8 +379,7 @@ class _CrashHook:
         return Crash()
 
 
-def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
-                      stop_after: int | None = None, launched: bool = False) -> dict:
+def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer, launched: bool = False) -> dict:
     """launched: under `accelerate launch`, with the state of launch.distributed_state()."""
     import os
     import shutil
@@ -419,7 +421,7 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
         accelerator_config={"use_configured_state": launched},
     )
     data = [{"input_ids": s["input_ids"], "labels": s["labels"]} for s in sequences]
-    callbacks = [_StopAfter(stop_after)] if stop_after else []
+    callbacks = [_StepHooks()]
     if os.environ.get(CRASH_ENV):
         callbacks.append(_CrashHook())
     trainer = Trainer(model=model, args=args, train_dataset=data,
@@ -428,7 +430,7 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(ckpt_dir / f"checkpoint-{done[-1]}") if done else None)
     wall = time.perf_counter() - t0
-    if stop_after and trainer.state.global_step < cfg.max_steps:
+    if trainer.state.global_step < cfg.max_steps:  # a step hook stopped it
         return {"steps": trainer.state.global_step, "completed": False}
     # every rank takes part (gathering FSDP shards); the main process merges LoRA and writes
     save_final(trainer.accelerator, trainer.model, tokenizer, ctx.work / "model",
@@ -471,6 +473,46 @@ def plot_loss(ctx) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+@contracts.metrics_schema("01_synth_tune")
+class SynthTuneMetrics(TypedDict):
+    """01_synth_tune/metrics.json: the collection read, the training data, the run, Table 5."""
+
+    records_read: Annotated[int, "collection records read"]
+    records_malformed: Annotated[int, "records that are not a {context, QA_list} example (skipped)"]
+    first_malformed: NotRequired[Annotated[str, "where the first malformed record is (file:line)"]]
+    records_neutralised: Annotated[int, "examples whose context or pairs spelled markup (neutralised)"]
+    train_examples: Annotated[int, "examples left for training (capped per dataset, held-out ones out)"]
+    eval_seen: Annotated[int, "held-out contexts of training datasets"]
+    eval_unseen: Annotated[int, "contexts of the held-out datasets"]
+    examples_used: Annotated[int, "training examples packed into sequences"]
+    examples_too_long: Annotated[int, "examples longer than max_seq_len on their own (skipped)"]
+    sequences: Annotated[int, "training sequences (examples of one dataset up to max_seq_len)"]
+    tokens: Annotated[int, "tokens of the sequences"]
+    loss_tokens: Annotated[int, "tokens carrying loss (the pairs and the closing </s>)"]
+    method: Annotated[str, "full | lora | qlora"]
+    steps: Annotated[int, "optimizer steps done"]
+    resumed_from_step: Annotated[int, "the checkpoint this run resumed from (0 = none)"]
+    train_loss: Annotated[float, "mean training loss (HF Trainer)"]
+    first_loss: Annotated[float | None, "first logged loss"]
+    final_loss: Annotated[float | None, "last logged loss"]
+    wall_s: Annotated[float, "seconds training"]
+    tokens_per_s: Annotated[float, "training throughput (padded batches: from the mean sequence length)"]
+    model_dir: Annotated[str, "the tuned synthesizer (<work>/01_synth_tune/model)"]
+    synth_eval: Annotated[list[SynthEvalRow], "Table 5: one row per (model, prompt, split)"]
+
+
+def stage_metrics(read_stats: dict, seq_stats: dict, train_metrics: dict, eval_metrics: dict,
+                  splits: tuple[list, list, list]) -> SynthTuneMetrics:
+    """01_synth_tune/metrics.json from the steps' outputs (load_collection, build_sequences,
+    train, synth_eval.write_table) and the (train, eval_seen, eval_unseen) split; a count
+    nothing raised is 0."""
+    train, seen, unseen = splits
+    zero = dict.fromkeys(("records_read", "records_malformed", "records_neutralised", "examples_used",
+                          "examples_too_long"), 0)
+    return {**zero, **read_stats, **seq_stats, **train_metrics, **eval_metrics,
+            "train_examples": len(train), "eval_seen": len(seen), "eval_unseen": len(unseen)}
 
 
 def main(argv=None) -> int:

@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from ipt_utils import assets, instruct_tune, io
-from ipt_utils.instruct_tune import SEP
+from ipt_utils import assets, instruct_tune, instructions, io
+from ipt_utils.instructions import SEP
 from ipt_utils.packing import IGNORE
 from ipt_utils.schema import validate
 from ipt_utils.registry import RunParams
@@ -41,7 +41,7 @@ def env(tmp_path_factory):
 
 def test_mask_is_response_only_token_by_token(env):
     _, tok, _ = env
-    ids, labels = instruct_tune.encode_example(tok, "What is the rate?", "The rate is high.", max_len=256)
+    ids, labels = instructions.encode_example(tok, "What is the rate?", "The rate is high.", max_len=256)
     prompt = tok("What is the rate?" + SEP, add_special_tokens=False)["input_ids"]
     resp = tok("The rate is high.", add_special_tokens=False)["input_ids"]
     assert ids == [tok.bos_token_id] + prompt + resp + [tok.eos_token_id]
@@ -56,23 +56,23 @@ def test_mask_is_response_only_token_by_token(env):
 
 def test_truncation_keeps_the_response(env):
     _, tok, _ = env
-    ids, labels = instruct_tune.encode_example(tok, "what is " * 200, "the answer", max_len=40)
+    ids, labels = instructions.encode_example(tok, "what is " * 200, "the answer", max_len=40)
     assert len(ids) == len(labels) == 40 and ids[0] == tok.bos_token_id
     assert tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE]) == "the answer</s>"
 
 
 def test_collate_pads_with_ignored_labels():
-    batch = instruct_tune.collate([([1, 5, 6], [IGNORE, 5, 6]), ([1, 7], [IGNORE, 7])], pad_id=0)
+    batch = instructions.collate([([1, 5, 6], [IGNORE, 5, 6]), ([1, 7], [IGNORE, 7])], pad_id=0)
     assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 5, 6], [IGNORE, 7, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
 
 
 def test_example_order_is_seeded_epochs():
-    first = np.concatenate([instruct_tune.example_order(10, s, 4, seed=0) for s in range(5)])
+    first = np.concatenate([instructions.example_order(10, s, 4, seed=0) for s in range(5)])
     assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:20].tolist()) == list(range(10))
-    assert instruct_tune.example_order(10, 3, 4, seed=0).tolist() == first[12:16].tolist()
-    assert instruct_tune.example_order(10, 0, 4, seed=1).tolist() != first[:4].tolist()
+    assert instructions.example_order(10, 3, 4, seed=0).tolist() == first[12:16].tolist()
+    assert instructions.example_order(10, 0, 4, seed=1).tolist() != first[:4].tolist()
 
 
 def test_mmlu_prompts_zero_and_few_shot(env):
@@ -141,11 +141,12 @@ def _tune_setup(env, tmp_path, arms=("vanilla", "instruct"), **over):
     return ctx, validate(instruct_tune.Params, section)
 
 
-def test_tune_arms_writes_curve_loss_and_model(env, tmp_path):
+def test_tune_arms_writes_curve_loss_and_model(env, tmp_path, stop_after):
     import pandas as pd
 
     ctx, cfg = _tune_setup(env, tmp_path)
-    part = instruct_tune.tune_arm(ctx, cfg, "vanilla", stop_after=5)  # interrupted; resumes from step 4
+    with stop_after(5):  # interrupted; resumes from step 4
+        part = instruct_tune.tune_arm(ctx, cfg, "vanilla")
     assert part["metrics"]["completed"] is False
     metrics = instruct_tune.tune_arms(ctx, cfg)
     curve = pd.read_csv(ctx.stage_dir / "curve.csv")
@@ -208,7 +209,7 @@ def test_training_instructions_stream_only_the_steps_budget_and_are_reused(env, 
     """FLAN-style hub data (inputs/targets) in 10 parquet files, the last one unreadable: the run
     takes max_steps * batch_size = 5 * 8 = 40 rows, reads exactly 40 records (< 1 file of 50),
     writes them once to the work dir and a second run reuses that file without reading the data."""
-    from ipt_utils import pretrain
+    from ipt_utils import sources
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -217,32 +218,32 @@ def test_training_instructions_stream_only_the_steps_budget_and_are_reused(env, 
                                      "_task_name": "t"})
     ctx, cfg = _tune_setup(env, tmp_path, arms=("vanilla",), data=src, max_steps=5, batch_size=8)
     consumed = []
-    real = pretrain._rows
+    real = sources.records
 
-    def counting(source, split="train"):
-        for r in real(source, split):
+    def counting(source, split="train", **kw):
+        for r in real(source, split, **kw):
             consumed.append(r)
             yield r
 
-    monkeypatch.setattr(pretrain, "_rows", counting)
-    rows, stats = instruct_tune.training_instructions(ctx, cfg)
+    monkeypatch.setattr(sources, "records", counting)
+    rows, stats = instructions.training_instructions(ctx, cfg)
     assert len(rows) == 40 and len(consumed) == 40 and stats["records_read"] == 40 and stats["rows"] == 40
     assert rows[0] == {"instruction": "question 0-0?", "response": "answer 0-0", "task": "t"}
-    path = instruct_tune.instructions_file(ctx, cfg)
+    path = instructions.instructions_file(ctx, cfg)
     assert path.parent == ctx.work / "data" and path.exists() and not list(path.parent.glob(".*.tmp"))
 
     def unreadable(*a, **k):
         raise AssertionError("the prepared instruction file was not reused")
 
-    monkeypatch.setattr(pretrain, "_rows", unreadable)
-    again, stats2 = instruct_tune.training_instructions(ctx, cfg)
+    monkeypatch.setattr(sources, "records", unreadable)
+    again, stats2 = instructions.training_instructions(ctx, cfg)
     assert again == rows and stats2 == stats
     # a larger step budget is another file (and would read further)
-    assert instruct_tune.instructions_file(ctx, validate(instruct_tune.Params, {**vars(cfg), "max_steps": 6})) != path
+    assert instructions.instructions_file(ctx, validate(instruct_tune.Params, {**vars(cfg), "max_steps": 6})) != path
 
 
 def test_instruction_fields_of_flan_and_openorca():
-    of = instruct_tune.instruction_of
+    of = instructions.instruction_of
     assert of({"inputs": "Q?", "targets": "A"}) == {"instruction": "Q?", "response": "A", "task": ""}
     assert of({"id": "x", "system_prompt": "Be brief.", "question": "Q?", "response": "A"}) == \
         {"instruction": "Be brief." + SEP + "Q?", "response": "A", "task": ""}
@@ -261,7 +262,7 @@ def test_instructions_spelling_special_tokens_get_one_bos_and_one_eos(tokenizer_
     rows = [{"instruction": f"Explain {f} please", "response": f"They are {f}."},
             {"instruction": HOSTILE["nul"] + HOSTILE["control"], "response": HOSTILE["cjk_emoji"]},
             {"instruction": HOSTILE["long"], "response": "short"}]
-    encoded, stats = instruct_tune.encode_examples(tok, rows, max_len=4096)
+    encoded, stats = instructions.encode_examples(tok, rows, max_len=4096)
     assert stats == {"examples_truncated": 1}
     for (ids, labels), r in zip(encoded, rows):
         assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
@@ -292,4 +293,4 @@ def test_hostile_instruction_records_are_skipped_and_counted(env, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"instruction": "q", "response": "a"}\n{"instruction": "\xff", "response": "a"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid UTF-8"):
-        instruct_tune.load_instructions(str(bad))
+        instructions.load_instructions(str(bad))

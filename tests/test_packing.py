@@ -222,7 +222,7 @@ def test_packing_property_round_trip_one_bos_eos_per_document(tokenizer_kinds, k
     packing placed, and a budgeted pack keeps the non-pad share >= 99.5%."""
     tok = tokenizer_kinds[kind][1]
     bos, eos = tok.bos_token_id, tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else bos  # as pretrain.special_ids
+    pad = tok.pad_token_id if tok.pad_token_id is not None else bos  # as arms.special_ids
     docs = packing.tokenize(tok, texts, batch_size=batch_size)
     packed = packing.pack(docs, seq_len, bos, eos, pad)
     flat = packed.input_ids.reshape(-1)

@@ -6,7 +6,9 @@ import random
 import numpy as np
 import pytest
 
-from ipt_utils import assets, flops, io, packing, pretrain
+from ipt_utils import arms as arm_data
+from ipt_utils import assets, flops, io, packing, pretrain, training
+from ipt_utils import sources as record_sources
 from ipt_utils.registry import ARMS, RunParams
 from ipt_utils.schema import validate
 from ipt_utils.stage import StageContext
@@ -78,7 +80,7 @@ def test_params_cross_checks(tmp_path, inputs):
 
 def test_instruct_corpus_replaces_converted_texts_only(tmp_path, inputs):
     ctx, cfg = _setup(tmp_path, inputs)
-    src = pretrain.source_texts(ctx, cfg)
+    src = arm_data.source_texts(ctx, cfg)
     raw, inst = list(src["raw"].texts()), list(src["instruct_corpus"].texts())
     assert len(raw) == len(inst) == 120
     # streamed: the augmented texts, then the unconverted raw texts in order (a budget cuts raw only)
@@ -114,7 +116,7 @@ def test_id_less_parquet_corpus_links_stage_02_to_03(tmp_path, inputs):
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl",
                    [{"id": t.id, "member_ids": [t.id], "text": "AUG " + t.text,
                      "members": [{"id": t.id, "pairs": [["q?", "a."]]}]} for t in texts[::7]])
-    src = pretrain.source_texts(ctx, cfg)["instruct_corpus"]
+    src = arm_data.source_texts(ctx, cfg)["instruct_corpus"]
     inst = list(src.texts())
     converted = {t.id for t in texts[::7]}
     # the blank record is skipped and counted in stage 03 too, as in stage 02
@@ -125,12 +127,12 @@ def test_id_less_parquet_corpus_links_stage_02_to_03(tmp_path, inputs):
 
 def test_recipes():
     cfg = type("C", (), {"tuning_repeat": 4, "general_ratio": 0.5, "init": "scratch", "arm_variants": {}})()
-    assert pretrain.arm_recipe(cfg, "vanilla") == {"pool": [("raw", 1)], "ratio": {}}
-    assert pretrain.arm_recipe(cfg, "mix") == {"pool": [("raw", 1), ("tuning", 4)], "ratio": {}}
-    assert pretrain.arm_recipe(cfg, "instruct") == {"pool": [("instruct_corpus", 1), ("tuning", 4)], "ratio": {}}
-    assert pretrain.arm_recipe(cfg, "continual") == {"pool": [("instruct_corpus", 1)], "ratio": {"general": 0.5}}
+    assert arm_data.arm_recipe(cfg, "vanilla") == {"pool": [("raw", 1)], "ratio": {}}
+    assert arm_data.arm_recipe(cfg, "mix") == {"pool": [("raw", 1), ("tuning", 4)], "ratio": {}}
+    assert arm_data.arm_recipe(cfg, "instruct") == {"pool": [("instruct_corpus", 1), ("tuning", 4)], "ratio": {}}
+    assert arm_data.arm_recipe(cfg, "continual") == {"pool": [("instruct_corpus", 1)], "ratio": {"general": 0.5}}
     cfg.init = "base_model"  # domain continual pre-training: every arm mixes general instructions
-    assert pretrain.arm_recipe(cfg, "vanilla")["ratio"] == {"general": 0.5}
+    assert arm_data.arm_recipe(cfg, "vanilla")["ratio"] == {"general": 0.5}
 
 
 def test_mixing_ratios_natural_and_explicit():
@@ -141,14 +143,14 @@ def test_mixing_ratios_natural_and_explicit():
     srcs = {"raw": raw, "tuning": tun, "general": gen}
     raw_cost, tun_cost = int((raw.lengths + 2).sum()), int((tun.lengths + 2).sum())
     epoch = raw_cost + 3 * tun_cost
-    docs, counts = pretrain.mix_documents(srcs, {"pool": [("raw", 1), ("tuning", 3)], "ratio": {}}, 2 * epoch, seed=1)
+    docs, counts = arm_data.mix_documents(srcs, {"pool": [("raw", 1), ("tuning", 3)], "ratio": {}}, 2 * epoch, seed=1)
     assert counts == {"raw": 2 * raw_cost, "tuning": 6 * tun_cost}  # exactly two epochs of the pool
     # tokens per source agree with the documents actually chosen
     assert int((docs.tokens == 5).sum()) == 2 * int(raw.lengths.sum())
-    docs, counts = pretrain.mix_documents(srcs, {"pool": [("raw", 1)], "ratio": {"general": 0.5}}, 5000, seed=1)
+    docs, counts = arm_data.mix_documents(srcs, {"pool": [("raw", 1)], "ratio": {"general": 0.5}}, 5000, seed=1)
     share = counts["general"] / sum(counts.values())
     assert abs(share - 0.5) < 60 / 5000  # within one document of the target
-    again, _ = pretrain.mix_documents(srcs, {"pool": [("raw", 1)], "ratio": {"general": 0.5}}, 5000, seed=1)
+    again, _ = arm_data.mix_documents(srcs, {"pool": [("raw", 1)], "ratio": {"general": 0.5}}, 5000, seed=1)
     assert again.tokens.tolist() == docs.tokens.tolist()
     # sources interleave rather than forming two blocks
     first = [int(docs.doc(i)[0]) for i in range(len(docs))]
@@ -157,13 +159,13 @@ def test_mixing_ratios_natural_and_explicit():
 
 def test_all_arms_share_the_token_budget(tmp_path, inputs):
     ctx, cfg = _setup(tmp_path, inputs, arms=list(ARMS))
-    data = pretrain.prepare_data(ctx, cfg)
+    data = arm_data.prepare_data(ctx, cfg)
     rows = {arm: d.rows() for arm, d in data.items()}
     for arm, r in rows.items():
         assert r.shape == (cfg.steps * cfg.batch_seqs, cfg.seq_len), arm
         assert data[arm].efficiency == 1.0
         assert (r == 1).any() and (r == 2).any()  # <s> and </s> present
-    tok = pretrain.load_tokenizer(ctx, "tiny")
+    tok = arm_data.load_tokenizer(ctx, "tiny")
     assert set(data["vanilla"].source_tokens) == {"raw"}
     assert set(data["mix"].source_tokens) == {"raw", "tuning"}
     assert set(data["instruct"].source_tokens) == {"instruct_corpus", "tuning"}
@@ -173,14 +175,14 @@ def test_all_arms_share_the_token_budget(tmp_path, inputs):
     aug_id = tok("AUG", add_special_tokens=False)["input_ids"][0]
     assert not (rows["vanilla"] == aug_id).any() and (rows["instruct"] == aug_id).any()
     # cached: a second prepare reads the packed arrays back
-    again = pretrain.prepare_arm(ctx, cfg, "instruct")
+    again = arm_data.prepare_arm(ctx, cfg, "instruct")
     assert again.path == data["instruct"].path and again.cache_hits == 3
-    summary = pretrain.data_summary(data)
+    summary = arm_data.data_summary(data)
     assert list(summary["arm"]) == list(ARMS)
 
 
 def test_lr_schedule_warmup_then_cosine():
-    opt = pretrain.OptimConfig(learning_rate=1.0, total_steps=10, warmup_steps=2, min_lr_ratio=0.1)
+    opt = training.OptimConfig(learning_rate=1.0, total_steps=10, warmup_steps=2, min_lr_ratio=0.1)
     f = [opt.lr_factor(s) for s in range(10)]
     assert f[0] == pytest.approx(0.5) and f[1] == pytest.approx(1.0)
     assert f[2] == pytest.approx(1.0)  # cosine starts at the top
@@ -218,9 +220,9 @@ def _losses(path):
     return pd.read_csv(path)
 
 
-def test_train_arm_resume_matches_uninterrupted_run(tmp_path, inputs):
+def test_train_arm_resume_matches_uninterrupted_run(tmp_path, inputs, stop_after):
     ctx_a, cfg = _setup(tmp_path / "a", inputs, arms=["vanilla"])
-    data_a = pretrain.prepare_arm(ctx_a, cfg, "vanilla")
+    data_a = arm_data.prepare_arm(ctx_a, cfg, "vanilla")
     m_a = pretrain.train_arm(ctx_a, cfg, data_a)
     ref = _losses(ctx_a.stage_dir / "loss_vanilla.csv")
     assert list(ref.columns) == ["step", "loss", "lr", "tokens"] and len(ref) == cfg.steps == 8
@@ -231,8 +233,9 @@ def test_train_arm_resume_matches_uninterrupted_run(tmp_path, inputs):
     assert not list((ctx_a.work / "vanilla").glob("ckpt-*"))  # checkpoints removed when done
 
     ctx_b, cfg_b = _setup(tmp_path / "b", inputs, arms=["vanilla"])
-    data_b = pretrain.prepare_arm(ctx_b, cfg_b, "vanilla")
-    part = pretrain.train_arm(ctx_b, cfg_b, data_b, stop_after=5)  # "crash" after step 5; last ckpt = 3
+    data_b = arm_data.prepare_arm(ctx_b, cfg_b, "vanilla")
+    with stop_after(5):  # "crash" after step 5; last ckpt = 3
+        part = pretrain.train_arm(ctx_b, cfg_b, data_b)
     assert part["completed"] is False
     ckpts = list((ctx_b.work / "vanilla").glob("ckpt-*/step-*"))
     assert [p.name for p in ckpts] == ["step-0000003"]
@@ -259,14 +262,14 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, inputs):
     ctx1, cfg1 = _setup(tmp_path / "m1", inputs, arms=["vanilla"], micro_batch_size=8, train_tokens=3 * 512)
     ctx2, cfg2 = _setup(tmp_path / "m2", inputs, arms=["vanilla"], micro_batch_size=2, train_tokens=3 * 512)
     for ctx, cfg in ((ctx1, cfg1), (ctx2, cfg2)):
-        pretrain.train_arm(ctx, cfg, pretrain.prepare_arm(ctx, cfg, "vanilla"))
+        pretrain.train_arm(ctx, cfg, arm_data.prepare_arm(ctx, cfg, "vanilla"))
     a, b = _losses(ctx1.stage_dir / "loss_vanilla.csv"), _losses(ctx2.stage_dir / "loss_vanilla.csv")
     assert np.allclose(a["loss"], b["loss"], rtol=1e-4)
 
 
 def test_continual_arm_starts_from_base_model(tmp_path, inputs):
     ctx, cfg = _setup(tmp_path, inputs, arms=["continual"], train_tokens=2 * 512)
-    tok = pretrain.load_tokenizer(ctx, "tiny")
+    tok = arm_data.load_tokenizer(ctx, "tiny")
     base = ctx.work_root / "base"
     assets.build_tiny_model(base, assets.ModelShape(**TINY), tok, seed=7)
     ctx2, cfg2 = _setup(tmp_path / "x", inputs, arms=["continual"], train_tokens=2 * 512, base_model=str(base))
@@ -275,7 +278,7 @@ def test_continual_arm_starts_from_base_model(tmp_path, inputs):
 
     w = load_file(base / "model.safetensors")
     assert all(np.allclose(model.state_dict()[k].numpy(), w[k].numpy()) for k in w)
-    m = pretrain.train_arm(ctx2, cfg2, pretrain.prepare_arm(ctx2, cfg2, "continual"))
+    m = pretrain.train_arm(ctx2, cfg2, arm_data.prepare_arm(ctx2, cfg2, "continual"))
     assert m["tokens"] == 2 * 512 and set(m["source_tokens"]) == {"instruct_corpus", "general"}
 
 
@@ -297,7 +300,7 @@ def test_doc_mask_makes_a_document_independent_of_the_previous_one(tmp_path, inp
     from transformers import AutoModelForCausalLM
 
     ctx, cfg = _setup(tmp_path, inputs, doc_mask=True)
-    tok = pretrain.load_tokenizer(ctx, "tiny")
+    tok = arm_data.load_tokenizer(ctx, "tiny")
     assets.build_tiny_model(tmp_path / "m", assets.ModelShape(**TINY), tok, seed=3)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", attn_implementation="sdpa").eval()
     rng = np.random.default_rng(0)
@@ -318,7 +321,7 @@ def test_doc_mask_makes_a_document_independent_of_the_previous_one(tmp_path, inp
     keep = flat["labels"][0, 1:] != -100
     assert torch.allclose(lf[keep], torch.cat([lr[0], torch.zeros(1), lr[1]])[keep], atol=1e-5)
     # and training with it on runs end to end
-    m = pretrain.train_arm(ctx, cfg, pretrain.prepare_arm(ctx, cfg, "vanilla"))
+    m = pretrain.train_arm(ctx, cfg, arm_data.prepare_arm(ctx, cfg, "vanilla"))
     assert m["tokens"] == cfg.train_tokens
 
 
@@ -332,17 +335,17 @@ def test_arm_variants_read_another_augmented_corpus(tmp_path, inputs):
     variants = {"instruct_rule": {"recipe": "instruct", "augmented": str(other)},
                 "pairs_1shot": {"recipe": "pairs_only", "augmented": "variant:one_shot"}}
     ctx, cfg = _setup(tmp_path, inputs, arms=["instruct", "instruct_rule"], arm_variants=variants)
-    assert pretrain.arm_recipe(cfg, "instruct_rule") == pretrain.arm_recipe(cfg, "instruct")
-    assert pretrain.augmented_path(ctx, "variant:one_shot") == \
+    assert arm_data.arm_recipe(cfg, "instruct_rule") == arm_data.arm_recipe(cfg, "instruct")
+    assert arm_data.augmented_path(ctx, "variant:one_shot") == \
         ctx.work_root / "02_synthesize" / "variants" / "one_shot" / "augmented.jsonl"
-    data = pretrain.prepare_data(ctx, cfg)
+    data = arm_data.prepare_data(ctx, cfg)
     assert data["instruct_rule"].path != data["instruct"].path
-    tok = pretrain.load_tokenizer(ctx, "tiny")
+    tok = arm_data.load_tokenizer(ctx, "tiny")
     text = {arm: tok.decode(np.asarray(data[arm].rows()).reshape(-1).tolist()) for arm in data}
     assert "RULE " in text["instruct_rule"] and "AUG " not in text["instruct_rule"]
     assert "AUG " in text["instruct"] and "RULE " not in text["instruct"]
     with pytest.raises(FileNotFoundError, match="one_shot"):  # that variant was not synthesized
-        pretrain.prepare_arm(ctx, validate(pretrain.Params, {**_section(cfg), "arms": ["pairs_1shot"]}), "pairs_1shot")
+        arm_data.prepare_arm(ctx, validate(pretrain.Params, {**_section(cfg), "arms": ["pairs_1shot"]}), "pairs_1shot")
     with pytest.raises(Exception, match="arm_variants"):
         _setup(tmp_path, inputs, arms=["instruct_nope"])
     with pytest.raises(Exception, match="new identifier"):
@@ -355,10 +358,10 @@ def test_seed_replicas_share_the_recipe_but_not_the_seed(tmp_path, inputs):
     assert [split_replica(a) for a in ("mix_s2", "mix", "mix_s0", "mix_s02", "_s1", "instruct_1shot")] == \
         [("mix", 2), ("mix", 0), ("mix_s0", 0), ("mix_s02", 0), ("_s1", 0), ("instruct_1shot", 0)]
     ctx, cfg = _setup(tmp_path, inputs, arms=["vanilla", "vanilla_s1", "instruct_s2"])
-    assert pretrain.arm_recipe(cfg, "instruct_s2") == pretrain.arm_recipe(cfg, "instruct")
-    assert [pretrain.arm_seed(ctx, a) for a in cfg.arms] == [0, 1, 2]
+    assert arm_data.arm_recipe(cfg, "instruct_s2") == arm_data.arm_recipe(cfg, "instruct")
+    assert [arm_data.arm_seed(ctx, a) for a in cfg.arms] == [0, 1, 2]
     assert stage_deps("03_pretrain", {"pretrain": _section(cfg)}) == ("02_synthesize",)  # instruct_s2 reads 02
-    data = pretrain.prepare_data(ctx, cfg)
+    data = arm_data.prepare_data(ctx, cfg)
     rows = {a: np.asarray(d.rows()) for a, d in data.items()}
     assert rows["vanilla"].shape == rows["vanilla_s1"].shape
     assert not np.array_equal(rows["vanilla"], rows["vanilla_s1"])  # another document order
@@ -385,13 +388,13 @@ def test_continual_from_this_stages_vanilla_arm(tmp_path, inputs):
         _setup(tmp_path, inputs, arms=["continual", "vanilla"], base_model="stage:03_pretrain/vanilla")
     ctx, cfg = _setup(tmp_path, inputs, arms=["vanilla", "continual"], base_model="stage:03_pretrain/vanilla",
                       train_tokens=2 * 512)
-    data = pretrain.prepare_data(ctx, cfg)  # before vanilla is trained: tokenizer = vanilla's (tiny)
+    data = arm_data.prepare_data(ctx, cfg)  # before vanilla is trained: tokenizer = vanilla's (tiny)
     assert data["continual"].tokenizer == "tiny"
     c = data["continual"].source_tokens
     assert set(c) == {"instruct_corpus", "general"} and abs(c["general"] / sum(c.values()) - 0.5) < 0.1
     m = pretrain.train_arms(ctx, cfg, data)["arms"]
     vanilla = load_file(ctx.work / "vanilla" / "model" / "model.safetensors")
-    tok = pretrain.load_tokenizer(ctx, "tiny")
+    tok = arm_data.load_tokenizer(ctx, "tiny")
     start = pretrain.init_model(ctx, cfg, "continual", tok).state_dict()
     assert all(np.allclose(start[k].numpy(), vanilla[k].numpy()) for k in vanilla)
     assert m["continual"]["tokens"] == m["vanilla"]["tokens"] == 2 * 512  # equal budgets
@@ -414,7 +417,7 @@ def test_a_document_replaces_all_its_member_texts(tmp_path, inputs):
     doc = {"id": "r0", "member_ids": ["r0", "r7", "r9"], "text": "DOC " + " | ".join(raw[i]["text"] for i in (0, 7, 9)),
            "members": [{"id": f"r{i}", "raw_text": raw[i]["text"], "pairs": [[f"q{i}?", f"a{i}."]]} for i in (0, 7, 9)]}
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", [doc])
-    src = pretrain.source_texts(ctx, cfg)
+    src = arm_data.source_texts(ctx, cfg)
     inst = list(src["instruct_corpus"].texts())
     assert inst == [doc["text"]] + [r["text"] for i, r in enumerate(raw) if i not in (0, 7, 9)]
     (pairs,) = list(src["pairs"].texts())
@@ -436,7 +439,7 @@ def test_pairs_only_drops_the_pairs_templify_drops(tmp_path, inputs):
             {"id": "r5", "member_ids": ["r5"], "text": raw[5]["text"],
              "members": [{"id": "r5", "raw_text": raw[5]["text"], "pairs": [bad_opt]}]}]
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", docs)
-    (pairs,) = list(pretrain.source_texts(ctx, cfg)["pairs"].texts())
+    (pairs,) = list(arm_data.source_texts(ctx, cfg)["pairs"].texts())
     assert "GOODOPT" in pairs and "BADCOT" not in pairs and "BADOPT" not in pairs
 
 
@@ -464,7 +467,7 @@ def test_a_hub_scale_corpus_is_read_only_as_far_as_the_budget(tmp_path, inputs, 
             pq.write_table(pa.Table.from_pylist(recs), path)
     ctx, cfg = _setup(tmp_path, inputs, arms=["vanilla", "instruct"], raw_corpus=f"hf:{tmp_path / 'refinedweb'}",
                       tuning_repeat=0, chunk_docs=16)
-    tok = pretrain.load_tokenizer(ctx, "tiny")
+    tok = arm_data.load_tokenizer(ctx, "tiny")
 
     def cost(r):
         return len(tok(r["content"], add_special_tokens=False)["input_ids"]) + 2
@@ -476,10 +479,10 @@ def test_a_hub_scale_corpus_is_read_only_as_far_as_the_budget(tmp_path, inputs, 
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl",
                    [{"id": r["id"], "member_ids": [r["id"]], "text": r["content"], "members": []} for r in converted])
     consumed = []
-    real = pretrain._located_rows  # every source reader goes through it
-    monkeypatch.setattr(pretrain, "_located_rows",
-                        lambda s, split="train": (consumed.append(s) or r for r in real(s, split)))
-    data_ = pretrain.prepare_data(ctx, cfg)
+    real = record_sources.located_records  # every source reader goes through it
+    monkeypatch.setattr(record_sources, "located_records",
+                        lambda s, split="train", **kw: (consumed.append(s) or r for r in real(s, split, **kw)))
+    data_ = arm_data.prepare_data(ctx, cfg)
     assert consumed
     v, i = data_["vanilla"].sources["raw"], data_["instruct"].sources["instruct_corpus"]
     assert v["records_read"] == v["cache_docs"] <= v["docs_used"] + cfg.chunk_docs < 12 * 40 // 2
@@ -491,11 +494,11 @@ def test_a_hub_scale_corpus_is_read_only_as_far_as_the_budget(tmp_path, inputs, 
     want = sum(cost(r) for r in converted) / budget
     assert abs(share["token_share"] - want) < 0.02 and abs(want - 0.2) < 0.02
     assert share["augmented_docs_read"] == len(converted) and abs(share["doc_share_of_corpus"] - 0.2) < 0.03
-    summary = pretrain.data_summary(data_)
+    summary = arm_data.data_summary(data_)
     assert summary.set_index("arm").loc["instruct", "augmented_share"] == round(share["token_share"], 3)
     # cached: a rerun reads nothing
     consumed.clear()
-    again = pretrain.prepare_data(ctx, cfg)
+    again = arm_data.prepare_data(ctx, cfg)
     assert not consumed and again["instruct"].augmented == share
 
 
@@ -527,10 +530,10 @@ def test_text_spelling_special_tokens_never_forges_a_control_id(tmp_path, inputs
     ctx, cfg = _setup(tmp_path, inputs, arms=arms, tokenizer=tok_spec, base_model="stage:03_pretrain/vanilla",
                       doc_mask=True, **sources)
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", aug)
-    tok = pretrain.load_tokenizer(ctx, tok_spec)
-    bos, eos, _ = pretrain.special_ids(tok)
+    tok = arm_data.load_tokenizer(ctx, tok_spec)
+    bos, eos, _ = arm_data.special_ids(tok)
     for arm in arms:
-        data = pretrain.prepare_arm(ctx, cfg, arm)
+        data = arm_data.prepare_arm(ctx, cfg, arm)
         rows = np.asarray(data.rows())
         flat = rows.reshape(-1)
         assert data.efficiency == 1.0  # no padding: pad == bos on Mistral/Llama-3 kinds must not count
@@ -538,7 +541,7 @@ def test_text_spelling_special_tokens_never_forges_a_control_id(tmp_path, inputs
         # every EOS closes a document right before the next one's BOS (or ends the rows), nowhere else
         assert b[0] == 0 and e.tolist() == (b[1:] - 1).tolist() + ([len(flat) - 1] if flat[-1] == eos else [])
         # the plan's last documents may lie past the budget (one per budget: pool and ratio sources)
-        assert data.n_docs - len(pretrain.arm_recipe(cfg, arm)["ratio"]) - 1 <= len(b) <= data.n_docs, (kind, arm)
+        assert data.n_docs - len(arm_data.arm_recipe(cfg, arm)["ratio"]) - 1 <= len(b) <= data.n_docs, (kind, arm)
         # doc_mask: positions restart only where packing put a document's <s> (and at row starts)
         restarts = int((packing.position_ids_for(rows, bos)[:, 1:] == 0).sum())
         assert restarts == int((rows[:, 1:] == bos).sum())
@@ -568,7 +571,7 @@ def test_hostile_documents_are_packed_or_skipped_and_counted(tmp_path, inputs):
     aug = [{"id": "long", "member_ids": ["long"], "text": "AUG " + HOSTILE["long"], "members": []},
            {"id": "gone", "member_ids": ["gone"], "text": "  ", "members": []}]
     io.write_jsonl(ctx.work_of("02_synthesize") / "augmented.jsonl", aug)
-    src = pretrain.source_texts(ctx, cfg)
+    src = arm_data.source_texts(ctx, cfg)
     texts = list(src["raw"].texts())
     want = [t.strip() for t in HOSTILE.values() if t.strip()] + [r["text"] for r in normal]
     assert texts == want and src["raw"].info == {"records_read": len(raw), "texts_skipped_empty": 3}
@@ -577,22 +580,22 @@ def test_hostile_documents_are_packed_or_skipped_and_counted(tmp_path, inputs):
     packed = packing.pack(docs, 64, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
     assert (packed.input_ids == tok.bos_token_id).sum() == (packed.input_ids == tok.eos_token_id).sum() == len(docs)
 
-    metrics = pretrain.train_arm(ctx, cfg, pretrain.prepare_arm(ctx, cfg, "vanilla"))
+    metrics = pretrain.train_arm(ctx, cfg, arm_data.prepare_arm(ctx, cfg, "vanilla"))
     assert metrics["sources_read"]["raw"]["texts_skipped_empty"] == 3
-    mix = pretrain.prepare_arm(ctx, cfg, "mix").sources["tuning"]
+    mix = arm_data.prepare_arm(ctx, cfg, "mix").sources["tuning"]
     assert mix["records_malformed"] == 3 and mix["first_malformed"].endswith("coll.jsonl:1")
     assert mix["records_read"] == len(coll)
-    inst = pretrain.prepare_arm(ctx, cfg, "instruct").sources["instruct_corpus"]
+    inst = arm_data.prepare_arm(ctx, cfg, "instruct").sources["instruct_corpus"]
     assert inst["augmented_docs"] == 1 and inst["augmented_skipped_empty"] == 1 and inst["texts_skipped_empty"] >= 3
-    general = pretrain.prepare_arm(ctx, cfg, "continual").sources["general"]
+    general = arm_data.prepare_arm(ctx, cfg, "continual").sources["general"]
     assert general["records_skipped"] == 2
 
     bad = tmp_path / "raw.txt"
     bad.write_bytes(b"fine\n\nthird \xff line\n")
     ctx2, cfg2 = _setup(tmp_path / "b", inputs, arms=["vanilla"], raw_corpus=str(bad))
     with pytest.raises(ValueError, match=r"raw\.txt:3: invalid UTF-8"):
-        pretrain.prepare_arm(ctx2, cfg2, "vanilla")
+        arm_data.prepare_arm(ctx2, cfg2, "vanilla")
     ctx3, cfg3 = _setup(tmp_path / "c", inputs, arms=["vanilla"],
                         raw_corpus=_jsonl(tmp_path / "nofield.jsonl", [{"text": "ok"}, {"body": "x"}]))
     with pytest.raises(ValueError, match=r"nofield\.jsonl:2: no text field"):
-        pretrain.prepare_arm(ctx3, cfg3, "vanilla")
+        arm_data.prepare_arm(ctx3, cfg3, "vanilla")

@@ -210,7 +210,7 @@ def test_sequences_concatenate_same_dataset(tokenizer):
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method):
+def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method, stop_after):
     from transformers import AutoModelForCausalLM
 
     ctx = _ctx(tmp_path)
@@ -234,7 +234,8 @@ def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method):
         full_log = pd.read_csv(ctx.stage_dir / "train_log.csv")
         ctx2 = _ctx(tmp_path / "again")
         model2, _ = synth_tune.base_model_and_tokenizer(ctx2, cfg)
-        part = synth_tune._train_in_process(ctx2, cfg, seqs, model2, tok, stop_after=3)
+        with stop_after(3):
+            part = synth_tune._train_in_process(ctx2, cfg, seqs, model2, tok)
         assert part == {"steps": 3, "completed": False} and not (ctx2.work / "model").exists()
         model3, _ = synth_tune.base_model_and_tokenizer(ctx2, cfg)
         m3 = synth_tune.train(ctx2, cfg, seqs, model3, tok)
@@ -246,7 +247,7 @@ def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method):
         assert not list(ctx2.work.glob("checkpoints-*/checkpoint-*"))  # cleaned after success
 
 
-def test_changed_params_never_resume_stale_checkpoints(tmp_path, tokenizer):
+def test_changed_params_never_resume_stale_checkpoints(tmp_path, tokenizer, stop_after):
     ctx = _ctx(tmp_path)
     cfg = _cfg(tmp_path)
     examples, _ = synth_tune.load_collection(cfg)
@@ -254,7 +255,8 @@ def test_changed_params_never_resume_stale_checkpoints(tmp_path, tokenizer):
     model, tok = synth_tune.base_model_and_tokenizer(ctx, cfg)
     seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
     assert seqs
-    synth_tune._train_in_process(ctx, cfg, seqs, model, tok, stop_after=3)
+    with stop_after(3):
+        synth_tune._train_in_process(ctx, cfg, seqs, model, tok)
     other = _cfg(tmp_path, learning_rate=0.02)
     assert synth_tune.run_key(ctx, other, seqs) != synth_tune.run_key(ctx, cfg, seqs)
     assert synth_tune.run_key(ctx, cfg, seqs[:-1]) != synth_tune.run_key(ctx, cfg, seqs)
