@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from ipt_utils import assets, instruct_tune, instructions, io
+from ipt_utils import assets, contracts, instruct_tune, instructions, io
 from ipt_utils.instructions import SEP
 from ipt_utils.packing import IGNORE
 from ipt_utils.schema import validate
@@ -149,6 +149,7 @@ def test_tune_arms_writes_curve_loss_and_model(env, tmp_path, stop_after):
         part = instruct_tune.tune_arm(ctx, cfg, "vanilla")
     assert part["metrics"]["completed"] is False
     metrics = instruct_tune.tune_arms(ctx, cfg)
+    contracts.check_metrics("04_instruct_tune", metrics)  # the metrics.json finish_stage writes
     curve = pd.read_csv(ctx.stage_dir / "curve.csv")
     assert list(curve.columns) == ["arm", "step", "task", "accuracy"]
     for arm in ("vanilla", "instruct"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ipt_utils import arms as arm_data
-from ipt_utils import assets, flops, io, packing, pretrain, training
+from ipt_utils import assets, contracts, flops, io, packing, pretrain, training
 from ipt_utils import sources as record_sources
 from ipt_utils.registry import ARMS, RunParams
 from ipt_utils.schema import validate
@@ -179,6 +179,11 @@ def test_all_arms_share_the_token_budget(tmp_path, inputs):
     assert again.path == data["instruct"].path and again.cache_hits == 3
     summary = arm_data.data_summary(data)
     assert list(summary["arm"]) == list(ARMS)
+    # what each arm read is declared in the stage's metrics contract (docs/CONTRACTS.md)
+    for arm, d in data.items():
+        for name, read in d.sources.items():
+            assert not contracts.problems(pretrain.SourceRead, read), (arm, name, read)
+        assert not d.augmented or not contracts.problems(pretrain.AugmentedShare, d.augmented), arm
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -392,7 +397,9 @@ def test_continual_from_this_stages_vanilla_arm(tmp_path, inputs):
     assert data["continual"].tokenizer == "tiny"
     c = data["continual"].source_tokens
     assert set(c) == {"instruct_corpus", "general"} and abs(c["general"] / sum(c.values()) - 0.5) < 0.1
-    m = pretrain.train_arms(ctx, cfg, data)["arms"]
+    metrics = pretrain.train_arms(ctx, cfg, data)
+    contracts.check_metrics("03_pretrain", metrics)  # the metrics.json finish_stage writes
+    m = metrics["arms"]
     vanilla = load_file(ctx.work / "vanilla" / "model" / "model.safetensors")
     tok = arm_data.load_tokenizer(ctx, "tiny")
     start = pretrain.init_model(ctx, cfg, "continual", tok).state_dict()
