@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from typing import Annotated, TypedDict
 
 from . import generation, io
 from .format import ANS, END, EOS, QUE, build_prompt, parse_pairs_with_stats, render_pairs
@@ -92,6 +93,23 @@ def score_context(generated, gold, match_threshold: float = 0.5) -> dict:
             em_sum += exact_match(generated[best_i].response, g.response)
     return {"gold": len(gold), "generated": len(generated), "matched": matched,
             "f1_sum": f1_sum, "em_sum": em_sum}
+
+
+class SynthEvalRow(TypedDict):
+    """One (model, prompt, split) cell of Table 5 (a row of synth_eval.csv)."""
+
+    model: Annotated[str, "tuned | base"]
+    prompt: Annotated[str, "zero-shot | few-shot (eval_shots demonstrations of the same dataset)"]
+    split: Annotated[str, "seen | unseen (held-out datasets)"]
+    contexts: Annotated[int, "held-out contexts evaluated"]
+    gold_pairs: Annotated[int, "gold pairs of those contexts"]
+    response_f1: Annotated[float, "the paper's measure: SQuAD token F1 of its response to each gold instruction"]
+    response_em: Annotated[float, "exact match of the same responses"]
+    own_pairs_per_context: Annotated[float, "pairs it writes from the context alone"]
+    own_instruction_match_rate: Annotated[float, "gold pairs matched by one of its own instructions (token F1 >= 0.5)"]
+    own_response_f1_matched: Annotated[float, "response F1 over the matched gold pairs"]
+    own_response_f1_all: Annotated[float, "response F1 over every gold pair (unmatched = 0)"]
+    own_parse_failure_rate: Annotated[float, "items of its own generations that did not parse"]
 
 
 def aggregate(answered: list[dict], own: list[dict], n_items: int, n_failed: int) -> dict:

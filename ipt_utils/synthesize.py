@@ -15,7 +15,7 @@ Steps (the notebook and `python -m ipt_utils synthesize` call the same ones, see
   write_stats / plot_stats   synthesis_stats.csv and synthesis.png (ipt_utils.synth_stats)
   run_variants    the same texts under each `variants` setting, into variants/<name>/
   finish_job      this job's metrics (`summarize`), its shard marked done, the stage's
-                  metrics (`stage_metrics`, the declared `Metrics` schema)
+                  metrics (`stage_metrics`, the declared `SynthesizeMetrics` schema)
   merge_stage     several shards: once all are done, merged into the stage's outputs and metrics
 """
 from __future__ import annotations
@@ -283,7 +283,7 @@ class VariantMetrics(SynthesisMetrics):
 
 
 @contracts.metrics_schema("02_synthesize")
-class Metrics(SynthesisMetrics):
+class SynthesizeMetrics(SynthesisMetrics):
     """02_synthesize/metrics.json: the main run, and each variant when the profile has any."""
 
     variants: NotRequired[Annotated[dict[str, VariantMetrics], "variant name -> its metrics (profiles with variants)"]]
@@ -323,7 +323,7 @@ def summarize(data_stats: dict, synths: Sequence[Synth], engine: Engine, info: d
     return {**totals, **synthesis_rates(totals, engine.gen_s)}
 
 
-def stage_metrics(main: SynthesisMetrics, variants: dict[str, VariantMetrics]) -> Metrics:
+def stage_metrics(main: SynthesisMetrics, variants: dict[str, VariantMetrics]) -> SynthesizeMetrics:
     """02_synthesize/metrics.json, however the stage ran (one job in the notebook or on the
     command line, or several shards merged): the main run's metrics and, when the profile has
     variants, theirs."""
@@ -400,7 +400,7 @@ def variants_frame(main: dict, variants: dict):
 # --------------------------------------------------------------------------- the stage: one job, or the merge
 
 def finish_job(ctx, cfg: Params, data_stats: dict, synths: Sequence[Synth], engine: Engine, info: dict, df,
-               variants: dict[str, VariantMetrics]) -> Metrics:
+               variants: dict[str, VariantMetrics]) -> SynthesizeMetrics:
     """The end of one job (the notebook's in-kernel run, or a shard job): its shard marked done
     (done.json holds the main run's metrics), -> the stage's metrics (stage.finish_stage writes
     them when the corpus is one shard)."""
@@ -409,14 +409,14 @@ def finish_job(ctx, cfg: Params, data_stats: dict, synths: Sequence[Synth], engi
     return stage_metrics(main, variants)
 
 
-def merge_stage(ctx, cfg: Params) -> Metrics:
+def merge_stage(ctx, cfg: Params) -> SynthesizeMetrics:
     """Several shards, every one done: merged into the stage's outputs (and each variant's) -> the
     stage's metrics. Raises ShardsIncomplete naming the shards that are not."""
     main = merge_shards(ctx, cfg, model_stamp(ctx, cfg))
     return stage_metrics(main, merge_variants(ctx, cfg) if cfg.variants else {})
 
 
-def run_shard(ctx, cfg: Params, engine: Engine | None = None, tok=None) -> Metrics:
+def run_shard(ctx, cfg: Params, engine: Engine | None = None, tok=None) -> SynthesizeMetrics:
     """The notebook's steps for one shard (resumable): synthesize, templify, stats, variants,
     mark done. A single-shard job also writes the stage's metrics.json; -> the job's metrics.
     `engine`/`tok`: an engine opened for an earlier shard (its backend is reused, timers fresh)."""
@@ -433,7 +433,7 @@ def run_shard(ctx, cfg: Params, engine: Engine | None = None, tok=None) -> Metri
     return metrics
 
 
-def collect_shards(ctx, cfg: Params) -> Metrics:
+def collect_shards(ctx, cfg: Params) -> SynthesizeMetrics:
     """Stage 02 in the notebook when num_shards > 1: nothing is synthesized in the kernel (one
     shard of a paper profile takes hours). Every shard done -> merge them (and the variants)
     and return the merged metrics; otherwise raise ShardsIncomplete naming the missing shards

@@ -98,6 +98,5 @@ eval_metrics = synth_eval.write_table(ctx, table)
 table
 
 # %%
-stage.finish_stage(ctx, {**read_stats, **seq_stats, **train_metrics, **eval_metrics,
-                         "train_examples": len(train), "eval_seen": len(eval_seen),
-                         "eval_unseen": len(eval_unseen)})
+stage.finish_stage(ctx, synth_tune.stage_metrics(read_stats, seq_stats, train_metrics, eval_metrics,
+                                                 (train, eval_seen, eval_unseen)))

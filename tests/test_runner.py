@@ -211,6 +211,38 @@ def test_runner_stage02_with_shards_never_synthesizes_in_the_kernel(tmp_path):
     assert io.read_json(out / "manifest.json")["stages"]["02_synthesize"]["status"] == "completed"
 
 
+def _key_tree(d):
+    """The keys of a metrics dict, nested objects (variants, mixes excluded) as sub-trees."""
+    return {k: _key_tree(v) if isinstance(v, dict) and k not in ("mode_mix", "layout_mix", "document_layout_mix")
+            else None for k, v in d.items()}
+
+
+@pytest.mark.parametrize("variants", [[], [{"name": "one_shot", "rounds": 1, "backend": "rule_based"}]])
+def test_stage02_notebook_and_cli_write_the_same_metrics_keys_and_outputs(tmp_path, variants):
+    """One orchestration: the papermill run of notebook 02 and `python -m ipt_utils synthesize`
+    on the same profile (one shard; without and with a variant) write metrics.json with the same
+    keys (those the declared schema allows: finish_stage checks it) and the same augmented corpus
+    and statistics."""
+    import yaml
+
+    path = _sharded_profile(tmp_path, num_shards=1)
+    data = yaml.safe_load(path.read_text())
+    data["synthesize"]["variants"] = variants
+    path.write_text(yaml.safe_dump(data))
+    nb, cmd = tmp_path / "notebook", tmp_path / "cli"
+    assert runner.run(load_profile(str(path)), stages="02", out=nb, log=lambda *_: None).ran == ["02_synthesize"]
+    assert cli.main(["synthesize", "--profile", str(path), "--out", str(cmd)]) == 0
+    m_nb, m_cli = (io.read_json(d / "02_synthesize" / "metrics.json") for d in (nb, cmd))
+    assert _key_tree(m_nb) == _key_tree(m_cli)
+    assert set(m_nb.get("variants", {})) == {v["name"] for v in variants}  # no empty `variants` key
+    assert m_nb["texts_synthesized"] == m_cli["texts_synthesized"] == 24
+    files = ["work/02_synthesize/augmented.jsonl", "work/02_synthesize/augmented.parquet",
+             "02_synthesize/synthesis_stats.csv"] + [f"work/02_synthesize/variants/{v['name']}/augmented.jsonl"
+                                                      for v in variants]
+    for f in files:
+        assert (nb / f).read_bytes() == (cmd / f).read_bytes(), f
+
+
 def test_slurm_submission_script(tmp_path):
     """scripts/slurm/submit_synthesis.sh with stand-ins for sbatch and hf: array range from the
     profile's num_shards, the merge after the array, the model pre-downloaded once into the cache."""

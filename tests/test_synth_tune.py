@@ -302,3 +302,30 @@ def test_profile_refuses_a_config_the_collection_lacks(tmp_path):
         validate(synth_tune.Params, section)
     # unknown repos and local files are not second-guessed
     validate(synth_tune.Params, {**section, "heldout_datasets": [], "data": "hf:someone/other", "datasets": ["x"]})
+
+
+def test_stage_metrics_follow_the_declared_schema(tmp_path):
+    """Stage 01's metrics.json (synth_tune.stage_metrics over the steps' outputs, as the notebook
+    builds it) passes the SynthTuneMetrics check finish_stage makes; a count nothing raised is 0."""
+    import typing
+
+    import pandas as pd
+
+    from ipt_utils import contracts, synth_eval
+
+    ctx, cfg = _ctx(tmp_path), _cfg(tmp_path, max_steps=2, save_steps=2, max_seq_len=768)
+    examples, read_stats = synth_tune.load_collection(cfg)
+    assert "records_malformed" not in read_stats  # counted by load_collection only when one is
+    train, seen, unseen = synth_tune.split_examples(examples, cfg, 0)
+    tok = synth_tune.base_tokenizer(ctx, cfg)
+    seqs, seq_stats = synth_tune.build_sequences(tok, train[:8], cfg.max_seq_len, 0)
+    train_metrics = synth_tune.train(ctx, cfg, seqs, None, tok)
+    table = pd.DataFrame([{"model": "tuned", "prompt": "zero-shot", "split": "seen",
+                           **synth_eval.aggregate([], [], 0, 0)}])
+    m = synth_tune.stage_metrics(read_stats, seq_stats, train_metrics, synth_eval.write_table(ctx, table),
+                                 (train, seen, unseen))
+    contracts.check_metrics("01_synth_tune", m)
+    assert m["records_malformed"] == 0 and m["train_examples"] == len(train) and m["steps"] == 2
+    assert set(m["synth_eval"][0]) == set(typing.get_type_hints(synth_eval.SynthEvalRow))
+    with pytest.raises(contracts.ContractError, match="eval_seen: missing"):
+        contracts.check_metrics("01_synth_tune", {k: v for k, v in m.items() if k != "eval_seen"})
