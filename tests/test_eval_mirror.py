@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ipt_utils import assets, eval_mirror, evaluate, hub_mirror, schema
+from ipt_utils import assets, eval_mirror, evaluate, schema
 from ipt_utils.registry import RunParams
 from ipt_utils.stage import StageContext
 
@@ -109,9 +109,9 @@ def test_mmlu_mirror_has_every_subject_of_the_harness_group(mirror, local_cache)
     root, _ = mirror
     subjects = {harness_cfg(f"mmlu/default/{p.name}")["dataset_name"]
                 for p in (Path(lm_eval.tasks.__file__).parent / "mmlu" / "default").glob("mmlu_*.yaml")}
-    assert len(subjects) == 57 and subjects <= set(hub_mirror.MMLU_SUBJECTS)
+    assert len(subjects) == 57 and subjects <= set(schema.MMLU_SUBJECTS)
     d = eval_mirror.dataset_dir(root, "cais/mmlu")
-    assert subjects <= set(hub_mirror.dataset_configs(str(d)))
+    assert subjects <= set(schema.dataset_configs(str(d)))
     ds = load(d, "anatomy")
     assert {"test", "dev"} <= set(ds) and ds["test"][0]["subject"] == "anatomy"
 

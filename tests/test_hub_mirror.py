@@ -4,7 +4,10 @@ import re
 
 import pytest
 
+from ipt_utils import dataset_mirror as dm
 from ipt_utils import hub_mirror as hm
+from ipt_utils import model_mirror as mm
+from ipt_utils import schema
 from ipt_utils.profiles import load_profile
 from ipt_utils.schema import validate
 
@@ -12,8 +15,8 @@ from ipt_utils.schema import validate
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     r = tmp_path_factory.mktemp("mirror")
-    for repo in hm.DATASETS:
-        hm.build_dataset(r, repo)
+    for repo in dm.DATASETS:
+        dm.build_dataset(r, repo)
     return r
 
 
@@ -22,12 +25,12 @@ def _hf(root, repo, config=""):
 
 
 def test_collection_layout_and_configs(root):
-    d = hm.dataset_dir(root, hm.COLLECTION)
-    assert sorted(p.name for p in d.iterdir() if p.is_dir()) == sorted(hm.COLLECTION_FOLDERS)
-    assert len(hm.COLLECTION_FOLDERS) == 35
-    assert all(len(list((d / f / "shard").glob("*.jsonl"))) >= 2 for f in hm.COLLECTION_FOLDERS)
-    configs = hm.dataset_configs(_hf(root, hm.COLLECTION))
-    assert configs == list(hm.COLLECTION_CONFIGS) == hm.dataset_configs("hf:" + hm.COLLECTION)
+    d = hm.dataset_dir(root, schema.SYNTH_COLLECTION)
+    assert sorted(p.name for p in d.iterdir() if p.is_dir()) == sorted(dm.COLLECTION_FOLDERS)
+    assert len(dm.COLLECTION_FOLDERS) == 35
+    assert all(len(list((d / f / "shard").glob("*.jsonl"))) >= 2 for f in dm.COLLECTION_FOLDERS)
+    configs = schema.dataset_configs(_hf(root, schema.SYNTH_COLLECTION))
+    assert configs == list(schema.SYNTH_COLLECTION_CONFIGS) == schema.dataset_configs("hf:" + schema.SYNTH_COLLECTION)
     assert "AQUA_RAT" in configs and "AQUA_RAT_yes_opt" not in configs and "PubMedQA" not in configs
 
 
@@ -37,25 +40,25 @@ def test_collection_loads_every_paper_500m_config_through_synth_tune(root):
     from ipt_utils import synth_tune
 
     section = load_profile("paper-500m").section("synth_tune")
-    cfg = validate(synth_tune.Params, {**section, "data": _hf(root, hm.COLLECTION)})
+    cfg = validate(synth_tune.Params, {**section, "data": _hf(root, schema.SYNTH_COLLECTION)})
     examples, stats = synth_tune.load_collection(cfg)
     assert sorted({e.dataset for e in examples}) == sorted(section["datasets"])
     assert stats.get("records_malformed", 0) == 0
     # a record's own rc_name may differ from its config (AQUA_RAT reads AQUA_RAT_yes_opt/): the config wins
-    aqua = validate(synth_tune.Params, {**section, "data": _hf(root, hm.COLLECTION), "datasets": ["AQUA_RAT"],
+    aqua = validate(synth_tune.Params, {**section, "data": _hf(root, schema.SYNTH_COLLECTION), "datasets": ["AQUA_RAT"],
                                         "heldout_datasets": []})
     assert {e.dataset for e in synth_tune.load_collection(aqua)[0]} == {"AQUA_RAT"}
-    rows = list(datasets.load_dataset(str(hm.dataset_dir(root, hm.COLLECTION)), "AQUA_RAT", split="train",
+    rows = list(datasets.load_dataset(str(hm.dataset_dir(root, schema.SYNTH_COLLECTION)), "AQUA_RAT", split="train",
                                       streaming=True))
     assert rows and set(rows[0]) == {"context", "QA_list", "QA_type", "rc_name"}
     assert rows[0]["rc_name"] == "AQUA_RAT_yes_opt"  # read from AQUA_RAT_yes_opt/
     qs = [p["Q"] for r in rows for p in r["QA_list"]]
     assert any("\nOptions:\n- " in q for q in qs)
     assert any("Let's think step by step." in q for q in qs)
-    no_opt = datasets.load_dataset(str(hm.dataset_dir(root, hm.COLLECTION)), "PubMedQA_no_opt", split="train")
+    no_opt = datasets.load_dataset(str(hm.dataset_dir(root, schema.SYNTH_COLLECTION)), "PubMedQA_no_opt", split="train")
     assert not any("\nOptions:\n" in p["Q"] for r in no_opt for p in r["QA_list"])
     with pytest.raises(ValueError, match="PubMedQA"):
-        datasets.load_dataset(str(hm.dataset_dir(root, hm.COLLECTION)), "PubMedQA", split="train")
+        datasets.load_dataset(str(hm.dataset_dir(root, schema.SYNTH_COLLECTION)), "PubMedQA", split="train")
 
 
 def test_refinedweb_files_and_sharding_by_files(root):
@@ -81,31 +84,31 @@ def test_refinedweb_files_and_sharding_by_files(root):
 
 
 def test_instruction_and_eval_data_through_project_loaders(root):
-    from ipt_utils import instruct_tune
+    from ipt_utils import instruct_tune, instructions
 
     d = hm.dataset_dir(root, "Open-Orca/OpenOrca")
-    assert sorted(p.name for p in d.glob("*.parquet")) == sorted(hm.OPENORCA_FILES)
-    from ipt_utils.pretrain import _rows
+    assert sorted(p.name for p in d.glob("*.parquet")) == sorted(dm.OPENORCA_FILES)
+    from ipt_utils import sources
 
-    orca = list(_rows(_hf(root, "Open-Orca/OpenOrca")))
+    orca = list(sources.records(_hf(root, "Open-Orca/OpenOrca")))
     assert len(orca) == 24 and set(orca[0]) == {"id", "system_prompt", "question", "response"}
     flan_dir = hm.dataset_dir(root, "Open-Orca/FLAN")
-    assert sorted(p.name for p in flan_dir.iterdir() if p.is_dir()) == sorted(hm.FLAN_FOLDERS)
+    assert sorted(p.name for p in flan_dir.iterdir() if p.is_dir()) == sorted(dm.FLAN_FOLDERS)
     assert (flan_dir / "flan_fsopt_data" / "part.0.parquet").exists()
-    flan = instruct_tune.load_instructions(_hf(root, "Open-Orca/FLAN"))
-    assert len(flan) == 4 * len(hm.FLAN_FOLDERS)
+    flan = instructions.load_instructions(_hf(root, "Open-Orca/FLAN"))
+    assert len(flan) == 4 * len(dm.FLAN_FOLDERS)
     mmlu = instruct_tune.load_eval_rows(_hf(root, "cais/mmlu", "all"))
-    assert len(mmlu) == 4 * 57 and {r["subject"] for r in mmlu} == set(hm.MMLU_SUBJECTS)
+    assert len(mmlu) == 4 * 57 and {r["subject"] for r in mmlu} == set(schema.MMLU_SUBJECTS)
     assert all(len(r["choices"]) == 4 and r["answer"] in range(4) for r in mmlu)
     mmlu_dir = hm.dataset_dir(root, "cais/mmlu")
     assert (mmlu_dir / "anatomy" / "dev-00000-of-00001.parquet").exists()
     assert (mmlu_dir / "all" / "auxiliary_train-00000-of-00001.parquet").exists()
-    assert len(hm.dataset_configs(f"hf:{mmlu_dir}:all")) == 59 == len(hm.dataset_configs("hf:cais/mmlu:all"))
+    assert len(schema.dataset_configs(f"hf:{mmlu_dir}:all")) == 59 == len(schema.dataset_configs("hf:cais/mmlu:all"))
 
 
 @pytest.mark.parametrize("repo,column,path", [
     ("MedRAG/pubmed", "content", "chunk/pubmed23n0001.jsonl"),
-    ("ashraq/financial-news-articles", "text", f"data/{hm.FINANCE_FILES[0]}"),
+    ("ashraq/financial-news-articles", "text", f"data/{dm.FINANCE_FILES[0]}"),
 ])
 def test_domain_corpora_stream_their_text_column(root, repo, column, path):
     import datasets
@@ -121,16 +124,16 @@ def test_dataset_build_is_idempotent_deterministic_and_rejects_unknown(root, tmp
     repo = "tiiuae/falcon-refinedweb"
     d = hm.dataset_dir(root, repo)
     before = {p: p.stat().st_mtime_ns for p in d.rglob("*")}
-    assert hm.build_dataset(root, repo) == d
+    assert dm.build_dataset(root, repo) == d
     assert {p: p.stat().st_mtime_ns for p in d.rglob("*")} == before  # no-op
-    other = hm.build_dataset(tmp_path, repo)
+    other = dm.build_dataset(tmp_path, repo)
     assert all((other / p.relative_to(d)).read_bytes() == p.read_bytes() for p in d.rglob("*") if p.is_file())
-    hm.build_dataset(tmp_path, repo, seed=1)  # other arguments: rebuilt in place
+    dm.build_dataset(tmp_path, repo, seed=1)  # other arguments: rebuilt in place
     assert json.loads((other / hm.MARKER).read_text())["seed"] == 1
     assert not [p for p in other.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
     with pytest.raises(ValueError, match="known: .*cais/mmlu"):
-        hm.build_dataset(tmp_path, "nobody/nothing")
-    assert hm.dataset_configs("hf:nobody/nothing") is None
+        dm.build_dataset(tmp_path, "nobody/nothing")
+    assert schema.dataset_configs("hf:nobody/nothing") is None
 
 
 # --------------------------------------------------------------------------- models
@@ -145,14 +148,14 @@ CLASSES = {"mistralai/Mistral-7B-v0.1": "MistralForCausalLM",
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     r = tmp_path_factory.mktemp("models")
-    return {repo: hm.build_model(r, repo) for repo in hm.MODELS}
+    return {repo: mm.build_model(r, repo) for repo in mm.MODELS}
 
 
 @pytest.mark.parametrize("repo", sorted(CLASSES))
 def test_model_mirror_loads_like_the_hub(models, repo):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    d, spec = models[repo], hm.MODELS[repo]
+    d, spec = models[repo], mm.MODELS[repo]
     model = AutoModelForCausalLM.from_pretrained(d, use_safetensors=True)
     assert type(model).__name__ == CLASSES[repo]
     assert model.config.hidden_size // model.config.num_attention_heads == 32
@@ -203,10 +206,10 @@ def test_model_build_is_idempotent_and_deterministic(models, tmp_path):
     repo = "meta-llama/Meta-Llama-3-8B"
     d = models[repo]
     before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
-    hm.build_model(d.parent.parent.parent, repo)
+    mm.build_model(d.parent.parent.parent, repo)
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
-    again = hm.build_model(tmp_path, repo)
+    again = mm.build_model(tmp_path, repo)
     for name in ("tokenizer.json", "model-00001-of-00004.safetensors", "model.safetensors.index.json"):
         assert (again / name).read_bytes() == (d / name).read_bytes(), name
     with pytest.raises(ValueError, match="known: .*EleutherAI/pythia-1b"):
-        hm.build_model(tmp_path, "nobody/nothing")
+        mm.build_model(tmp_path, "nobody/nothing")
