@@ -74,8 +74,15 @@ effect_summary = effect.write_effect_if_measured(ctx.run_dir, ctx.stage_dir)
 print((ctx.stage_dir / "effect_table.md").read_text() if effect_summary else "no per-question outcomes from stage 04")
 
 # %%
-metrics = report.write_summary(inputs, cfg, tables, figures, ctx.stage_dir)
-print((ctx.stage_dir / "summary.md").read_text())
+print(report.write_summary(inputs, tables, figures, ctx.stage_dir).read_text())
+
+# %% [markdown]
+# ## metrics.json
+# Built by `report.build_metrics` from the declared `report.ReportMetrics` (docs/CONTRACTS.md);
+# `report.make_report` runs the same steps in one call.
+
+# %%
+metrics = report.build_metrics(inputs, tables, figures)
 
 # %%
 stage.finish_stage(ctx, metrics)

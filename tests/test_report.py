@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ipt_utils import report, schema
+from ipt_utils import report, report_inputs, report_tables, schema
 from ipt_utils.evaluate import TASKS
 
 CONF = "paper-reported (unverified) [sum]"
@@ -143,6 +143,32 @@ def test_missing_inputs_are_named(tmp_path):
     assert "skipped" in summary and "Missing inputs" in summary and "synth_eval.csv" in summary
 
 
+@pytest.mark.slow  # a papermill run of notebook 06 (kernel start: ~15-40 s)
+def test_notebook_and_make_report_write_the_same_metrics_and_tables(run_dir, tmp_path):
+    """One orchestration: notebook 06 under papermill (as the runner runs it) and report.make_report
+    over the same finished stage dirs build the same metrics (every key ReportMetrics declares,
+    nothing else) and the same tables."""
+    import dataclasses
+
+    from ipt_utils import runner
+    from ipt_utils.profiles import load_profile
+    from ipt_utils.registry import STAGE_BY_NAME
+
+    st = STAGE_BY_NAME["06_report"]
+    params = {**load_profile("ci-tiny").stage_parameters(st), **dataclasses.asdict(cfg()),
+              "run_dir": str(run_dir), "interactive": False}
+    runner._execute(st, params, tmp_path / "06_report.ipynb")
+    m_nb = json.loads((run_dir / "06_report" / "metrics.json").read_text())
+    m_call = report.make_report(run_dir, tmp_path / "out", cfg())
+    assert set(m_nb) == set(m_call) == set(report.ReportMetrics.__annotations__)
+    assert m_nb == json.loads(json.dumps(m_call))
+    by_call, by_nb = tmp_path / "out" / "tables", run_dir / "06_report" / "tables"
+    tables = sorted(p.name for p in by_call.iterdir())
+    assert tables == sorted(p.name for p in by_nb.iterdir()) and tables
+    for name in tables:
+        assert (by_call / name).read_bytes() == (by_nb / name).read_bytes(), name
+
+
 def test_nothing_at_all_raises_naming_files(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         report.make_report(tmp_path / "empty", tmp_path / "out", cfg())
@@ -169,7 +195,7 @@ def test_profile_sections_validate():
 
 
 def test_paper_numbers_file():
-    pn = report.paper_numbers()
+    pn = report_inputs.paper_numbers()
     assert list(pn.columns) == ["table", "setting", "task", "arm_or_model", "value", "source", "confidence"]
     paper = pn.arm_or_model != "release"  # release rows: the authors' released code, measured by us
     assert pn[paper].confidence.str.startswith(CONF).all()
@@ -187,7 +213,7 @@ def test_table4_reads_this_runs_ablation_arms(tmp_path):
         for arm, v in ((full, 0.6), ("pairs_only", 0.5), ("rule_based", 0.55), ("one_shot", 0.45)):
             fake_result(rd, f"pt-{arm}", arm, False, {t: v for t in domain})
         inp = report.collect_inputs(rd, cfg())
-        t4 = report.table4(inp, cfg(), report.paper_numbers())
+        t4 = report_tables.table4(inp, cfg(), report_inputs.paper_numbers())
         got = dict(zip(t4.df["setting"], t4.df["biomedicine (ours)"]))
         assert got == {"Instruct PT (full)": "60.0", "w/o corpora (pairs only)": "50.0",
                        "rule-based synthesis": "55.0", "1-shot synthesis (M=1)": "45.0"}, full
@@ -203,7 +229,7 @@ def test_synthesis_table_shows_documents_beside_the_release(tmp_path):
          "mean_document_chars": 1800.0, "multi_text_share": 0.6, "dropped_pairs_total": 7,
          "document_layout_mix": {"classic": 72, "dialog": 8, "raw": 10, "next_turn": 10},
          "mode_mix": {"plain": 30, "options": 10}}))
-    t = report.synthesis_table(report.Inputs(rd, {"run": rd}, None), cfg(), report.paper_numbers())
+    t = report_tables.synthesis_table(report_inputs.Inputs(rd, {"run": rd}, None), cfg(), report_inputs.paper_numbers())
     df = t.df.set_index("statistic")
     assert df.loc["documents", "ours"] == "100" and df.loc["dropped_pairs_total", "ours"] == "7"
     assert df.loc["texts_per_document", "release M=2"] == "1.633" and df.loc["mean_document_chars", "release M=3"] == "2238"
