@@ -57,6 +57,12 @@ Checkpoints every
 same data order and LR (both are pure functions of the step): ipt_utils/training.py.
 
 MFU of every arm: ipt_utils/flops.py (null on CPU).
+
+Steps (notebook 03 and the launched run `python -m ipt_utils.pretrain` call the same ones):
+  prepare_data / data_summary   every arm's packed rows (ipt_utils/arms.py) and a table of them
+  train_arms                    every arm trained (or launched), -> the stage's metrics
+                                (stage_metrics: the declared PretrainMetrics schema)
+  plot_losses / metrics_frame   loss.png and a table of the metrics
 """
 from __future__ import annotations
 
@@ -66,7 +72,7 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Mapping, NotRequired, TypedDict
 
 from . import assets, io, launch as launcher, packing
-from .arms import (ArmData, arm_seed, from_base, load_tokenizer, own_base_arm, prepare_data, special_ids)
+from .arms import ArmData, arm_seed, data_summary, from_base, load_tokenizer, own_base_arm, prepare_data, special_ids
 from .assets import ModelShape
 from .contracts import metrics_schema
 from .flops import mfu

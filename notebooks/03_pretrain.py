@@ -37,7 +37,7 @@
 #   (FSDP, bf16 autocast, one process per GPU; `--num_processes`/`--num_machines` in that file).
 
 # %%
-from ipt_utils import arms, pretrain, stage
+from ipt_utils import pretrain, stage
 
 # %% tags=["parameters"]
 profile = "ci-tiny"
@@ -84,8 +84,8 @@ ctx, cfg = stage.open_stage("03_pretrain", globals())
 # ## Data: tokenize each source once, fill every arm's budget, pack with `<s>`/`</s>`
 
 # %%
-data = arms.prepare_data(ctx, cfg)
-arms.data_summary(data)
+data = pretrain.prepare_data(ctx, cfg)
+pretrain.data_summary(data)
 
 # %% [markdown]
 # ## Train every arm (same init, schedule and budget)
