@@ -31,8 +31,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, TypedDict
 
-from . import assets, io
+from . import assets, contracts, io
 from .eval_models import make_lm
 from .hashing import digest
 from .schema import HUB_PREFIX, resolve_path, spec
@@ -112,6 +113,22 @@ class Params:
     add_bos_token: bool = spec(help="prepend BOS to every request (AdaptLLM eval does)")
     gpu_memory_utilization: float = spec(gt=0, le=1, help="vllm backend only")
     bootstrap_iters: int = spec(ge=0, help="stderr bootstrap for non-mean metrics; 0 = none")
+
+
+@contracts.metrics_schema("05_evaluate")
+class EvaluateMetrics(TypedDict):
+    """The models scored, how, and their headline numbers (all numbers: summary.csv, results/)."""
+    models: Annotated[list[str], "model ids evaluated, in order: pt-<arm>, it-<arm>, then external models"]
+    tasks: Annotated[dict[str, str], "canonical task -> the lm-eval task that ran (harness task or twin)"]
+    offline_tasks: Annotated[bool, "the tasks ran as offline twins over local JSONL"]
+    reused: Annotated[list[str], "models whose results file matched the settings: not evaluated again"]
+    seconds_per_model: Annotated[dict[str, float], "model id -> evaluation seconds (models evaluated this time)"]
+    harness_version: Annotated[list[str], "lm-evaluation-harness versions behind the results"]
+    scoring: Annotated[str, "version of the domain tasks' scoring rules (docs/EVALUATION.md)"]
+    task_metrics: Annotated[dict[str, str], "canonical task -> its headline metric (the paper's choice)"]
+    over_context: Annotated[dict[str, dict[str, int]], "model id -> {task: documents whose multiple-choice "
+                            "input is longer than max_length} (scored whole on hf, cut from the left on vllm)"]
+    headline: Annotated[dict[str, dict[str, float]], "model id -> {task: headline metric value (0-1)}"]
 
 
 # ---------------------------------------------------------------- tasks
@@ -394,7 +411,7 @@ def run_all(ctx, cfg: Params, models: list[ModelEntry]):
     names = harness_task_names(cfg)
     tm = task_manager(cfg, include_dir, names.values())
     results_dir = ctx.stage_dir / "results"
-    rows, timings, reused, over, versions = [], {}, [], {}, set()
+    results, reused = {}, []
     for entry in models:
         path = results_dir / f"{entry.model_id}.json"
         res = io.read_json(path) if path.exists() else {}
@@ -403,26 +420,29 @@ def run_all(ctx, cfg: Params, models: list[ModelEntry]):
         else:
             res = evaluate_model(ctx, cfg, entry, tm, names)
             io.write_json(path, res)
-            timings[entry.model_id] = res["ipt"]["seconds"]
-        rows += summary_rows(res)
-        over[entry.model_id] = over_context_counts(res)
-        versions.add(res["ipt"].get("harness_version", ""))
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+        results[entry.model_id] = res
+    summary = pd.DataFrame([r for res in results.values() for r in summary_rows(res)], columns=SUMMARY_COLUMNS)
     with io.atomic_open(ctx.stage_dir / "summary.csv") as f:
         summary.to_csv(f, index=False)
-    metrics = {
-        "models": [m.model_id for m in models], "tasks": names, "offline_tasks": cfg.offline_tasks,
-        "reused": reused, "seconds_per_model": timings, "harness_version": sorted(versions),
-        "scoring": SCORING, "task_metrics": {n: TASKS[n].metric for n in cfg.tasks},
-        # multiple-choice inputs longer than max_length, per model and task: scored whole on
-        # the hf backend (as the authors), cut from the left on vllm (`truncated`)
-        "over_context": over,
-        "headline": headline_table(summary).to_dict(orient="index") if len(summary) else {},
-    }
-    long_ones = {m: t for m, t in over.items() if t}
+    metrics = build_metrics(cfg, models, names, results, reused, summary)
+    long_ones = {m: t for m, t in metrics["over_context"].items() if t}
     if long_ones:
         log.warning("inputs longer than max_length=%d (docs per task): %s", cfg.max_length, long_ones)
     return summary, metrics
+
+
+def build_metrics(cfg: Params, models: list[ModelEntry], names: dict[str, str], results: dict[str, dict],
+                  reused: list[str], summary) -> EvaluateMetrics:
+    """Stage 05's metrics.json (the one place it is built): from each model's results dict
+    (model id -> results/<model_id>.json content), the ids reused and the summary frame."""
+    return EvaluateMetrics(
+        models=[m.model_id for m in models], tasks=names, offline_tasks=cfg.offline_tasks, reused=reused,
+        seconds_per_model={m: res["ipt"]["seconds"] for m, res in results.items() if m not in reused},
+        harness_version=sorted({res["ipt"].get("harness_version", "") for res in results.values()}),
+        scoring=SCORING, task_metrics={n: TASKS[n].metric for n in cfg.tasks},
+        over_context={m: over_context_counts(res) for m, res in results.items()},
+        headline=headline_table(summary).to_dict(orient="index") if len(summary) else {},
+    )
 
 
 def over_context_counts(res: dict) -> dict[str, int]:

@@ -25,7 +25,8 @@
 #   (found on disk) and `external_models`; task data (hub, or `eval_data_dir`).
 # - **Outputs (stage dir):** `results/<model_id>.json` (the harness's results + run ids),
 #   `summary.csv` (model_id, arm, tuned, task, metric, value, n), `metrics.json` (with
-#   `over_context`: documents whose multiple-choice input is longer than `max_length`).
+#   `over_context`: documents whose multiple-choice input is longer than `max_length`; built by
+#   `evaluate.build_metrics` from the declared `EvaluateMetrics`, docs/CONTRACTS.md).
 #   A model whose results file matches the current settings is not evaluated again.
 
 # %%

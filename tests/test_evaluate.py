@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ipt_utils import assets, evaluate, schema
+from ipt_utils import assets, contracts, evaluate, schema
 from ipt_utils.registry import RunParams
 from ipt_utils.stage import StageContext
 from ipt_utils.tasks import ipt_metrics as M
@@ -86,7 +86,11 @@ def test_offline_twins_on_tiny_models(tiny_run, monkeypatch):
     assert (ctx.stage_dir / "summary.csv").exists() and metrics["headline"]["pt-vanilla"]["chemprot"] >= 0
     # a second run with the same settings reuses the results files
     _, again = evaluate.run_all(ctx, cfg, models)
-    assert sorted(again["reused"]) == ["it-vanilla", "pt-vanilla"]
+    assert sorted(again["reused"]) == ["it-vanilla", "pt-vanilla"] and again["seconds_per_model"] == {}
+    # both built by evaluate.build_metrics: exactly the keys EvaluateMetrics declares
+    for m in (metrics, again):
+        assert contracts.problems(evaluate.EvaluateMetrics, m) == []
+    assert set(metrics["seconds_per_model"]) == {"pt-vanilla", "it-vanilla"}
 
 
 def test_missing_eval_data_is_named(tmp_path):
