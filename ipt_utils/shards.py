@@ -23,6 +23,7 @@ from .augmented import write_parquet_twin
 from .generation import Engine
 from .hashing import digest
 from .multiround import RawText, Synth
+from .packing import TEXT_POLICY
 from .schema import REPO_ROOT
 from .synth_stats import draw_stats, merge_stats_csv, synthesis_rates
 
@@ -52,7 +53,9 @@ def augmented_path(work: Path, cfg) -> Path:
 def fingerprint(cfg, texts: Sequence[RawText], model_stamp: str = "") -> str:
     keys = ("model", "corpus", "split", "text_column", "domain", "max_texts", "num_shards",
             "shard_index", "shard_by", "rounds", "max_new_tokens", "max_model_len")
-    head = json.dumps({**{k: getattr(cfg, k) for k in keys}, "weights": model_stamp}, sort_keys=True)
+    # the text policy decides how prompts become ids (docs/TEXT.md): rounds made under another are redone
+    head = json.dumps({**{k: getattr(cfg, k) for k in keys}, "weights": model_stamp, "text_policy": TEXT_POLICY},
+                      sort_keys=True)
     return digest(itertools.chain([head], (json.dumps([t.id, t.domain, t.text]) for t in texts)), n=20)
 
 
