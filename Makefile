@@ -4,7 +4,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 ARGS    ?=
 
-.PHONY: env run rehearse rehearse-all test test-fast validate lab sync-notebooks check-notebooks fixtures clean-run
+.PHONY: env run effect rehearse rehearse-all test test-fast validate lab sync-notebooks check-notebooks fixtures clean-run
 
 env:
 	@bash scripts/setup_env.sh
@@ -21,6 +21,10 @@ ifeq ($(GPU_PROFILE),1)
 else
 	$(PY) -m ipt_utils run --profile $(PROFILE) $(ARGS)
 endif
+
+effect: env  ## the paper's effect on 2 CPU cores: the cpu-effect profile, then its effect table (docs/EFFECT.md)
+	$(PY) -m ipt_utils run --profile cpu-effect $(ARGS)
+	@cat results/runs/cpu-effect/06_report/effect_table.md
 
 rehearse: env  ## a GPU profile on this CPU at tiny scale (make rehearse PROFILE=paper-500m)
 	$(PY) -m ipt_utils run --profile $(PROFILE) --rehearse $(ARGS)
