@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import io, packing, sources
-from .packing import IGNORE
+from .packing import IGNORE, right_pad
 
 SEP = "\n\n"  # between an instruction and its response
 INSTRUCTIONS_VERSION = "1"  # part of the key of the prepared instruction file
@@ -116,21 +116,6 @@ def encode_example(tokenizer, instruction: str, response: str, max_len: int):
     return encode_examples(tokenizer, [{"instruction": instruction, "response": response}], max_len)[0][0]
 
 
-def collate(examples, pad_id: int):
-    """Right-pad a list of (ids, labels) to the longest; labels -100 on padding."""
-    import torch
-
-    n = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), n), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), n), dtype=torch.long)
-    for i, (ids, lab) in enumerate(examples):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        labels[i, :len(lab)] = torch.tensor(lab)
-        mask[i, :len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
-
-
 def example_order(n: int, step: int, batch_size: int, seed: int):
     """Example indices of optimizer step `step`: consecutive slices of seeded per-epoch permutations."""
     import numpy as np
@@ -150,7 +135,7 @@ def tune_batches(encoded, batch_size: int, micro_batch_size: int, pad_id: int, s
         idx = example_order(len(encoded), step, batch_size, seed)
         per_rank = batch_size // world
         mine = idx[rank * per_rank:(rank + 1) * per_rank]
-        return [collate([encoded[i] for i in mine[j:j + micro_batch_size]], pad_id)
+        return [right_pad([encoded[i] for i in mine[j:j + micro_batch_size]], pad_id)
                 for j in range(0, len(mine), micro_batch_size)]
 
     return batches

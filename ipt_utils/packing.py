@@ -415,6 +415,22 @@ def pack_to_npy(path: Path, sources: Sequence[Docs], src: np.ndarray, idx: np.nd
                   n_truncated=max(0, n_stream - slots))
 
 
+def right_pad(examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> dict:
+    """A batch of (ids, labels) examples right-padded to the longest (stages 01 and 04): padding
+    is masked from attention and loss (labels IGNORE), so any pad id serves."""
+    import torch
+
+    n = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (ids, lab) in enumerate(examples):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        mask[i, :len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
 def position_ids_for(input_ids, bos: int):
     """Positions restarting at 0 on every `<s>` (and at each row start): document masking.
 

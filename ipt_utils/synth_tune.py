@@ -1,13 +1,10 @@
 """Stage 01: tune a base LM into the instruction synthesizer (docs/PAPER.md §2).
 
-Data: the synthesizer-tuning collection (context, QA_list[{Q, A}], QA_type, rc_name),
-capped per source dataset (contexts with the most pairs first), with whole datasets
-held out for the unseen evaluation. Each example is rendered with the format core
-exactly as the synthesizer sees it at inference; several examples of the same
-dataset are concatenated up to `max_seq_len`. Loss only on the pairs (and the
-closing `</s>`): context tokens and padding are masked with -100. Texts are neutralised and
-tokenized as text, so only the markup's own `<s>`/`</s>` become BOS/EOS (encode_example);
-malformed records and over-long examples are skipped and counted (metrics).
+Data (ipt_utils/collection.py): the synthesizer-tuning collection, capped per source dataset,
+whole datasets held out for the unseen evaluation, each example rendered exactly as the
+synthesizer reads it at inference and concatenated per dataset up to `max_seq_len`; loss only
+on the pairs (and the closing `</s>`). This module holds the stage: params, the base model,
+training (in process or launched), the loss plot and the stage's metrics.
 
 It keeps HF `Trainer` (unlike stages 03/04, ipt_utils/training.py): LoRA/QLoRA through peft
 and Trainer's own checkpoint/resume fit a tuning run of one model on a few thousand
@@ -18,19 +15,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NotRequired, TypedDict
 
-from . import assets, contracts, io, sources
+from . import assets, collection, contracts, io
 from .assets import ModelShape, model_fingerprint
-from .format import BOS, EOS, Pair, collection_example, neutralise, render_context, render_example
 from .hashing import digest
 from .launch import CRASH_ENV, distributed_state, launch, maybe_crash, open_from_spec, record_errors
-from .packing import IGNORE, check_text_only, encode_texts
 from .schema import HUB_PREFIX, TINY, dataset_configs, spec
 from .synth_eval import SynthEvalRow
 from .training import save_final, stop_requested
@@ -81,159 +74,6 @@ class Params:
 
 
 # --------------------------------------------------------------------------- data
-
-@dataclass
-class Example:
-    dataset: str
-    context: str
-    pairs: list  # list[format.Pair]
-    qa_type: str
-
-
-def load_collection(cfg: Params) -> tuple[list[Example], dict]:
-    """Read the collection; malformed records (format.collection_example) are skipped and
-    counted, never fatal; invalid UTF-8 / JSON in a local file is refused with file and line.
-
-    Contexts and pairs are neutralised (counted as records_neutralised): an example is the
-    synthesizer's markup, and a context spelling `</CON>` or `<s>` must not end it early or
-    forge a control token; stage 02 neutralises the texts of its prompts the same way, so the
-    model is tuned on what it reads at inference."""
-    stats = defaultdict(int)
-    wanted = set(cfg.datasets)
-    examples = []
-    for where, rec in _iter_records(cfg):
-        stats["records_read"] += 1
-        example = collection_example(rec)
-        if example is None:
-            stats["records_malformed"] += 1
-            stats.setdefault("first_malformed", where)
-            continue
-        name = str(rec.get("rc_name") or "unknown")
-        if wanted and name not in wanted:
-            continue
-        context, changed = neutralise(example[0])
-        pairs = []
-        for q, a in example[1]:
-            (q, cq), (a, ca) = neutralise(q), neutralise(a)
-            pairs.append(Pair(q, a))
-            changed = changed or cq or ca
-        stats["records_neutralised"] += changed
-        examples.append(Example(name, context, pairs, str(rec.get("QA_type", ""))))
-    return examples, dict(stats)
-
-
-def _iter_records(cfg: Params):
-    if not cfg.data.startswith(HUB_PREFIX):
-        yield from sources.located_records(cfg.data)
-        return
-    if not cfg.datasets:
-        raise ValueError("synth_tune.datasets must list the hub configs to load")
-    for config in cfg.datasets:
-        for where, rec in sources.located_records(cfg.data, configs=[config]):
-            # the config the profile names is the dataset's name (a record's own rc_name may differ)
-            yield where, {**rec, "rc_name": config}
-
-
-def split_examples(examples: list[Example], cfg: Params, seed: int):
-    """-> (train, eval_seen, eval_unseen). Cap per dataset preferring contexts with most pairs."""
-    by_ds: dict[str, list[Example]] = defaultdict(list)
-    for ex in examples:
-        by_ds[ex.dataset].append(ex)
-    train, seen, unseen = [], [], []
-    for name in sorted(by_ds):
-        group = sorted(by_ds[name], key=lambda e: -len(e.pairs))  # stable: ties keep file order
-        if name in cfg.heldout_datasets:
-            unseen.extend(group[: max(cfg.eval_per_dataset, 1)])
-            continue
-        rng = random.Random(f"{seed}:{name}")
-        held = set(rng.sample(range(len(group)), min(cfg.eval_per_dataset, len(group) // 5)))
-        seen.extend(e for i, e in enumerate(group) if i in held)
-        train.extend([e for i, e in enumerate(group) if i not in held][: cfg.max_per_dataset])
-    return train, seen, unseen
-
-
-def encode_example(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one rendered example; only pairs + `</s>` carry loss.
-
-    The ids are exactly those of the example as a history example in a synthesis prompt
-    (format.encode_markup of format.build_prompt), so the model is tuned on the tokens it
-    later reads: the example's leading `<s>` and closing `</s>` are the tokenizer's BOS/EOS
-    ids placed here, everything between is one piece tokenized as text (no special token
-    parsed out of the collection's texts). The loss mask starts at the first token that
-    begins after the rendered context (character offsets; without a fast tokenizer, the
-    longest shared prefix with the context's own tokens)."""
-    text, ctx = render_example(ex.context, ex.pairs), render_context(ex.context)
-    body, ctx_body = text[len(BOS):-len(EOS)], ctx[len(BOS):]  # rendered examples are <s> ... </s>
-    check_text_only(tokenizer)
-    fast = bool(getattr(tokenizer, "is_fast", False))
-    enc = tokenizer(body, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=fast)
-    ids = list(enc["input_ids"])
-    if fast:
-        n = next((i for i, (a, b) in enumerate(enc["offset_mapping"]) if a >= len(ctx_body) and b > a), len(ids))
-    else:
-        ctx_ids = encode_texts(tokenizer, [ctx_body])[0]
-        n = 0
-        while n < min(len(ctx_ids), len(ids)) and ids[n] == ctx_ids[n]:
-            n += 1
-    ids = [tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id]
-    return ids, [IGNORE] * (n + 1) + ids[n + 1:]
-
-
-def build_sequences(tokenizer, train: list[Example], max_len: int, seed: int):
-    """Concatenate encoded examples of the same dataset up to max_len (few-shot sequences).
-
-    Returns (sequences, stats); each sequence is a dict of input_ids/labels lists.
-    An example longer than max_len on its own is skipped and counted.
-    """
-    by_ds: dict[str, list[Example]] = defaultdict(list)
-    for ex in train:
-        by_ds[ex.dataset].append(ex)
-    seqs, stats = [], defaultdict(int)
-    for name in sorted(by_ds):
-        group = by_ds[name][:]
-        random.Random(f"{seed}:{name}:order").shuffle(group)
-        ids, labels = [], []
-        for ex in group:
-            e_ids, e_lab = encode_example(tokenizer, ex)
-            if len(e_ids) > max_len:
-                stats["examples_too_long"] += 1
-                continue
-            if len(ids) + len(e_ids) > max_len:
-                seqs.append({"input_ids": ids, "labels": labels, "dataset": name})
-                ids, labels = [], []
-            ids, labels = ids + e_ids, labels + e_lab
-            stats["examples_used"] += 1
-        if ids:
-            seqs.append({"input_ids": ids, "labels": labels, "dataset": name})
-    random.Random(seed).shuffle(seqs)
-    stats["sequences"] = len(seqs)
-    stats["tokens"] = sum(len(s["input_ids"]) for s in seqs)
-    stats["loss_tokens"] = sum(sum(1 for x in s["labels"] if x != IGNORE) for s in seqs)
-    return seqs, dict(stats)
-
-
-def data_collator(tokenizer):
-    """The Trainer's collator. Mistral's and Llama-3's tokenizers have no pad token: pad with
-    EOS then (padding is masked from attention and loss, so any id serves)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return lambda batch: collate(batch, pad)
-
-
-def collate(batch, pad_id: int):
-    """Right-pad to the longest sequence; padding is masked in labels and attention."""
-    import torch
-
-    n = max(len(b["input_ids"]) for b in batch)
-    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
-    attn = torch.zeros((len(batch), n), dtype=torch.long)
-    for i, b in enumerate(batch):
-        k = len(b["input_ids"])
-        ids[i, :k] = torch.tensor(b["input_ids"])
-        labels[i, :k] = torch.tensor(b["labels"])
-        attn[i, :k] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": attn}
-
 
 # --------------------------------------------------------------------------- model
 
@@ -425,7 +265,7 @@ def _train_in_process(ctx, cfg: Params, sequences: list[dict], model, tokenizer,
     if os.environ.get(CRASH_ENV):
         callbacks.append(_CrashHook())
     trainer = Trainer(model=model, args=args, train_dataset=data,
-                      data_collator=data_collator(tokenizer), callbacks=callbacks)
+                      data_collator=collection.data_collator(tokenizer), callbacks=callbacks)
     del model  # the trainer holds it (sharded under FSDP)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(ckpt_dir / f"checkpoint-{done[-1]}") if done else None)
@@ -505,7 +345,7 @@ class SynthTuneMetrics(TypedDict):
 
 def stage_metrics(read_stats: dict, seq_stats: dict, train_metrics: dict, eval_metrics: dict,
                   splits: tuple[list, list, list]) -> SynthTuneMetrics:
-    """01_synth_tune/metrics.json from the steps' outputs (load_collection, build_sequences,
+    """01_synth_tune/metrics.json from the steps' outputs (collection.load_collection, collection.build_sequences,
     train, synth_eval.write_table) and the (train, eval_seen, eval_unseen) split; a count
     nothing raised is 0."""
     train, seen, unseen = splits

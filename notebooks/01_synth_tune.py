@@ -22,7 +22,7 @@
 #   `train_log.csv`, `loss.png`, `metrics.json` in the stage directory.
 
 # %%
-from ipt_utils import stage, synth_eval, synth_tune
+from ipt_utils import collection, stage, synth_eval, synth_tune
 
 # %% tags=["parameters"]
 profile = "ci-tiny"
@@ -65,10 +65,10 @@ ctx, cfg = stage.open_stage("01_synth_tune", globals())
 # ## Data: cap per dataset, hold out, render with the synthesizer markup, pack per dataset
 
 # %%
-examples, read_stats = synth_tune.load_collection(cfg)
-train, eval_seen, eval_unseen = synth_tune.split_examples(examples, cfg, ctx.seed)
+examples, read_stats = collection.load_collection(cfg)
+train, eval_seen, eval_unseen = collection.split_examples(examples, cfg, ctx.seed)
 tokenizer = synth_tune.base_tokenizer(ctx, cfg)  # no model in this kernel: `train` loads it (or launches)
-sequences, seq_stats = synth_tune.build_sequences(tokenizer, train, cfg.max_seq_len, ctx.seed)
+sequences, seq_stats = collection.build_sequences(tokenizer, train, cfg.max_seq_len, ctx.seed)
 print(read_stats, seq_stats, f"eval: {len(eval_seen)} seen / {len(eval_unseen)} unseen contexts")
 
 # %% [markdown]

@@ -26,7 +26,7 @@ import test_instruct_tune as ti
 import test_pretrain as tp
 import test_synth_tune as tst
 import test_synthesize as ts
-from ipt_utils import arms, evaluate, flops, instruct_tune, pretrain, synth_tune, training
+from ipt_utils import arms, collection, evaluate, flops, instruct_tune, pretrain, synth_tune, training
 from ipt_utils import augmented, generation, multiround
 from ipt_utils import synthesize as sy
 from ipt_utils.registry import RunParams
@@ -162,13 +162,13 @@ def test_synth_tune_steps(target, tmp_path, method):
         pytest.importorskip("bitsandbytes", reason="qlora needs bitsandbytes")
     ctx = on(tst._ctx(tmp_path), target)
     cfg = tst._cfg(tmp_path, method=method, learning_rate=0.01, max_steps=6, save_steps=100)
-    examples, _ = synth_tune.load_collection(cfg)
-    train, _, _ = synth_tune.split_examples(examples, cfg, 0)
+    examples, _ = collection.load_collection(cfg)
+    train, _, _ = collection.split_examples(examples, cfg, 0)
     model, tok = synth_tune.base_model_and_tokenizer(ctx, cfg)
     if method != "qlora":
         assert {p.dtype for p in model.parameters()} == {target.torch_dtype}
         assert next(model.parameters()).device.type == target.device
-    seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
+    seqs, _ = collection.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
     with linear_output_dtypes() as seen:
         m = synth_tune.train(ctx, cfg, seqs, model, tok)
     assert seen == {target.torch_dtype}, seen

@@ -37,17 +37,17 @@ def test_collection_layout_and_configs(root):
 def test_collection_loads_every_paper_500m_config_through_synth_tune(root):
     import datasets
 
-    from ipt_utils import synth_tune
+    from ipt_utils import collection, synth_tune
 
     section = load_profile("paper-500m").section("synth_tune")
     cfg = validate(synth_tune.Params, {**section, "data": _hf(root, schema.SYNTH_COLLECTION)})
-    examples, stats = synth_tune.load_collection(cfg)
+    examples, stats = collection.load_collection(cfg)
     assert sorted({e.dataset for e in examples}) == sorted(section["datasets"])
     assert stats.get("records_malformed", 0) == 0
     # a record's own rc_name may differ from its config (AQUA_RAT reads AQUA_RAT_yes_opt/): the config wins
     aqua = validate(synth_tune.Params, {**section, "data": _hf(root, schema.SYNTH_COLLECTION), "datasets": ["AQUA_RAT"],
                                         "heldout_datasets": []})
-    assert {e.dataset for e in synth_tune.load_collection(aqua)[0]} == {"AQUA_RAT"}
+    assert {e.dataset for e in collection.load_collection(aqua)[0]} == {"AQUA_RAT"}
     rows = list(datasets.load_dataset(str(hm.dataset_dir(root, schema.SYNTH_COLLECTION)), "AQUA_RAT", split="train",
                                       streaming=True))
     assert rows and set(rows[0]) == {"context", "QA_list", "QA_type", "rc_name"}

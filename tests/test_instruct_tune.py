@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from ipt_utils import assets, contracts, instruct_tune, instructions, io
+from ipt_utils import assets, contracts, instruct_tune, instructions, io, packing
 from ipt_utils.instructions import SEP
 from ipt_utils.packing import IGNORE
 from ipt_utils.schema import validate
@@ -62,7 +62,7 @@ def test_truncation_keeps_the_response(env):
 
 
 def test_collate_pads_with_ignored_labels():
-    batch = instructions.collate([([1, 5, 6], [IGNORE, 5, 6]), ([1, 7], [IGNORE, 7])], pad_id=0)
+    batch = packing.right_pad([([1, 5, 6], [IGNORE, 5, 6]), ([1, 7], [IGNORE, 7])], pad_id=0)
     assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 5, 6], [IGNORE, 7, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]

@@ -7,7 +7,7 @@ the raised error.
 """
 import pytest
 
-from ipt_utils import assets, instruct_tune, launch, pretrain, synth_tune
+from ipt_utils import assets, collection, instruct_tune, launch, pretrain, synth_tune
 from ipt_utils.schema import REPO_ROOT
 from ipt_utils.registry import RunParams
 from ipt_utils.stage import StageContext
@@ -70,10 +70,10 @@ def _notebook_flow(ctx, cfg, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(AutoModelForCausalLM, "from_pretrained", no_load)
         m.setattr(assets, "load_causal_lm", no_load)
-        examples, _ = synth_tune.load_collection(cfg)
-        train, _, _ = synth_tune.split_examples(examples, cfg, ctx.seed)
+        examples, _ = collection.load_collection(cfg)
+        train, _, _ = collection.split_examples(examples, cfg, ctx.seed)
         tok = synth_tune.base_tokenizer(ctx, cfg)
-        seqs, _ = synth_tune.build_sequences(tok, train, cfg.max_seq_len, ctx.seed)
+        seqs, _ = collection.build_sequences(tok, train, cfg.max_seq_len, ctx.seed)
         return synth_tune.train(ctx, cfg, seqs, None, tok), tok
 
 
@@ -238,10 +238,10 @@ def test_stage01_in_process_keeps_no_model(tmp_path, monkeypatch):
         return model
 
     monkeypatch.setattr(synth_tune, "load_base_model", load)
-    examples, _ = synth_tune.load_collection(cfg)
-    train, _, _ = synth_tune.split_examples(examples, cfg, ctx.seed)
+    examples, _ = collection.load_collection(cfg)
+    train, _, _ = collection.split_examples(examples, cfg, ctx.seed)
     tok = synth_tune.base_tokenizer(ctx, cfg)
-    seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, ctx.seed)
+    seqs, _ = collection.build_sequences(tok, train[:40], cfg.max_seq_len, ctx.seed)
     metrics = synth_tune.train(ctx, cfg, seqs, None, tok)
     assert metrics["steps"] == 2 and (ctx.work / "model" / "model.safetensors").exists()
     gc.collect()

@@ -71,7 +71,7 @@ def test_evaluate_models_one_engine_at_a_time_all_prompts_in_one_call(tmp_path, 
     from ipt_utils.format import Pair
     from ipt_utils.registry import RunParams
     from ipt_utils.stage import StageContext
-    from ipt_utils.synth_tune import Example
+    from ipt_utils.collection import Example
 
     tok = assets.build_tiny_tokenizer(tmp_path / "tok")
     models = {}
@@ -117,7 +117,7 @@ def test_evaluate_models_one_engine_at_a_time_all_prompts_in_one_call(tmp_path, 
 
 def test_answer_prompts_put_the_gold_instruction_after_context_and_history(tmp_path):
     from ipt_utils import assets, multiround, synth_eval
-    from ipt_utils.synth_tune import Example
+    from ipt_utils.collection import Example
 
     tok = multiround.Tokenizer(assets.build_tiny_tokenizer(tmp_path / "tok"))
     e = Example("d", "Mokase is a milky white metal.", [Pair("What colour is Mokase?", "milky white"),
@@ -138,7 +138,7 @@ def test_answer_prompts_fit_the_budget_when_gold_pairs_are_long(tmp_path):
     """The rehearsal's case: many long earlier gold pairs (and one huge instruction) must not
     push a prompt past max_model_len - max_new_tokens."""
     from ipt_utils import assets, multiround, synth_eval
-    from ipt_utils.synth_tune import Example
+    from ipt_utils.collection import Example
 
     tok = multiround.Tokenizer(assets.build_tiny_tokenizer(tmp_path / "tok"))
     long_q = " ".join(["Which metal is milky white and soft?"] * 40)

@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from ipt_utils import assets, io, synth_tune
+from ipt_utils import assets, collection, io, synth_tune
 from ipt_utils.format import Pair, render_context, render_pairs
 from ipt_utils.profiles import load_profile
 from ipt_utils.schema import validate
 from ipt_utils.registry import RunParams
 from ipt_utils.stage import StageContext
 from ipt_utils.packing import IGNORE
-from ipt_utils.synth_tune import Example
+from ipt_utils.collection import Example
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
             max_position_embeddings=512, vocab_size=0)
@@ -35,7 +35,7 @@ def _ctx(tmp_path):
 
 def test_loss_mask_token_by_token(tokenizer):
     ex = Example("d", "Rain fell.", [Pair("What fell?", "Rain"), Pair("When?", "Today")], "free-form")
-    ids, labels = synth_tune.encode_example(tokenizer, ex)
+    ids, labels = collection.encode_example(tokenizer, ex)
     ctx_ids = tokenizer(render_context("Rain fell."), add_special_tokens=False)["input_ids"]
     tgt = render_pairs(ex.pairs) + "</s>"
     tgt_ids = tokenizer(tgt, add_special_tokens=False)["input_ids"]
@@ -80,7 +80,7 @@ def test_tuning_tokens_equal_the_tokens_inside_a_prompt(which, request):
                 Example("d", "Prices rose 3% in May.", [Pair("Which?\nOptions:\n- up\n- down", "up")], "multi-choice"),
                 Example("d", "", [Pair("Say hi.", "Hi.")], "free-form")]
     for ex in examples:
-        ids, labels = synth_tune.encode_example(tokenizer, ex)
+        ids, labels = collection.encode_example(tokenizer, ex)
         assert ids == encode_markup(tokenizer, render_example(ex.context, ex.pairs))
         if ex.context or which == "tokenizer":  # a Metaspace "first" tokenizer starts a piece after
             # a parsed <s> without its "▁" (Mistral's own and the tiny one do not differ)
@@ -103,9 +103,9 @@ def test_collator_pads_without_a_pad_token(metaspace_tokenizer):
     """Mistral-7B's tokenizer has no pad token (found by the paper-500m rehearsal)."""
     tok = metaspace_tokenizer
     assert tok.pad_token_id is None
-    batch = [dict(zip(("input_ids", "labels"), synth_tune.encode_example(tok, Example("d", text, [Pair("q?", "a")], ""))))
+    batch = [dict(zip(("input_ids", "labels"), collection.encode_example(tok, Example("d", text, [Pair("q?", "a")], ""))))
              for text in ("Rain fell.", "Rain fell on the hills all day.")]
-    out = synth_tune.data_collator(tok)(batch)
+    out = collection.data_collator(tok)(batch)
     short = len(batch[0]["input_ids"])
     assert (out["input_ids"][0, short:] == tok.eos_token_id).all()
     assert (out["labels"][0, short:] == IGNORE).all() and (out["attention_mask"][0, short:] == 0).all()
@@ -126,10 +126,10 @@ def test_load_split_cap_and_malformed(tmp_path):
     src = tmp_path / "c.jsonl"
     _write_collection(src, rows)
     cfg = _cfg(tmp_path, data=str(src), heldout_datasets=["held"], max_per_dataset=4, eval_per_dataset=1)
-    examples, stats = synth_tune.load_collection(cfg)
+    examples, stats = collection.load_collection(cfg)
     assert stats["records_malformed"] == 2 and stats["records_read"] == 32
     assert str(src) in stats["first_malformed"]
-    train, seen, unseen = synth_tune.split_examples(examples, cfg, seed=0)
+    train, seen, unseen = collection.split_examples(examples, cfg, seed=0)
     assert {e.dataset for e in unseen} == {"held"} and not any(e.dataset == "held" for e in train)
     assert len(seen) == 2 and not set(map(id, seen)) & set(map(id, train))
     for ds in ("a", "b"):
@@ -153,12 +153,12 @@ def test_collection_spelling_special_tokens_is_text(tmp_path, tokenizer_kinds, k
     src = tmp_path / "c.jsonl"
     _write_collection(src, [{"context": f"Context {f}", "QA_list": [{"Q": f"Q {f}?", "A": f"A {f}"}], "rc_name": "a"},
                             {"context": "plain", "QA_list": [{"Q": "q?", "A": "a"}], "rc_name": "a"}])
-    examples, stats = synth_tune.load_collection(_cfg(tmp_path, data=str(src), datasets=[], heldout_datasets=[]))
+    examples, stats = collection.load_collection(_cfg(tmp_path, data=str(src), datasets=[], heldout_datasets=[]))
     assert stats["records_neutralised"] == 1 and stats["records_read"] == 2
     tok = tokenizer_kinds[kind][1]
     for ex in examples:
         assert not any(m in ex.context + ex.pairs[0].instruction + ex.pairs[0].response for m in MARKUP)
-        ids, labels = synth_tune.encode_example(tok, ex)
+        ids, labels = collection.encode_example(tok, ex)
         assert ids.count(tok.bos_token_id) == 1 == ids.count(tok.eos_token_id)
         assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id == labels[-1]
         assert ids == encode_markup(tok, render_example(ex.context, ex.pairs))
@@ -177,11 +177,11 @@ def test_hostile_collection_records_are_used_skipped_or_counted(tmp_path, tokeni
              {"context": "c", "QA_list": [{"Q": " ", "A": "a"}], "rc_name": "a"}, {"QA_list": [], "rc_name": "a"}]
     src = tmp_path / "c.jsonl"
     _write_collection(src, rows)
-    examples, stats = synth_tune.load_collection(_cfg(tmp_path, data=str(src), datasets=[], heldout_datasets=[]))
+    examples, stats = collection.load_collection(_cfg(tmp_path, data=str(src), datasets=[], heldout_datasets=[]))
     assert stats["records_read"] == len(rows) and stats["records_malformed"] == 2
     assert stats["first_malformed"] == f"{src}:{len(HOSTILE) + 2}"
     assert [e.context for e in examples[:2]] == ["", ""]
-    seqs, st = synth_tune.build_sequences(tokenizer, examples, max_len=256, seed=0)
+    seqs, st = collection.build_sequences(tokenizer, examples, max_len=256, seed=0)
     assert st["examples_too_long"] == 1 and st["examples_used"] == len(examples) - 1
     for seq in seqs:
         assert seq["input_ids"].count(tokenizer.bos_token_id) == seq["input_ids"].count(tokenizer.eos_token_id)
@@ -190,13 +190,13 @@ def test_hostile_collection_records_are_used_skipped_or_counted(tmp_path, tokeni
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"context": "ok", "QA_list": [{"Q": "q", "A": "a"}]}\n{"context": "\xff"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid UTF-8"):
-        synth_tune.load_collection(_cfg(tmp_path, data=str(bad), datasets=[], heldout_datasets=[]))
+        collection.load_collection(_cfg(tmp_path, data=str(bad), datasets=[], heldout_datasets=[]))
 
 
 def test_sequences_concatenate_same_dataset(tokenizer):
     exs = [Example(ds, f"Text {ds}{i} about things.", [Pair(f"Q{i}?", f"A{i}")], "free-form")
            for ds in ("x", "y") for i in range(12)]
-    seqs, stats = synth_tune.build_sequences(tokenizer, exs, max_len=96, seed=0)
+    seqs, stats = collection.build_sequences(tokenizer, exs, max_len=96, seed=0)
     assert stats["examples_used"] == 24 and stats["sequences"] == len(seqs)
     for s in seqs:
         assert len(s["input_ids"]) <= 96 and len(s["input_ids"]) == len(s["labels"])
@@ -205,7 +205,7 @@ def test_sequences_concatenate_same_dataset(tokenizer):
         assert f"Text {other}" not in text  # never mixes datasets
     assert any(tokenizer.decode(s["input_ids"]).count("<CON>") > 1 for s in seqs)  # few-shot
     long = [Example("z", "word " * 200, [Pair("q?", "a")], "free-form")]
-    _, st = synth_tune.build_sequences(tokenizer, long, max_len=64, seed=0)
+    _, st = collection.build_sequences(tokenizer, long, max_len=64, seed=0)
     assert st["examples_too_long"] == 1
 
 
@@ -215,10 +215,10 @@ def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method, stop_after):
 
     ctx = _ctx(tmp_path)
     cfg = _cfg(tmp_path, method=method, learning_rate=0.01)
-    examples, _ = synth_tune.load_collection(cfg)
-    train, _, _ = synth_tune.split_examples(examples, cfg, 0)
+    examples, _ = collection.load_collection(cfg)
+    train, _, _ = collection.split_examples(examples, cfg, 0)
     model, tok = synth_tune.base_model_and_tokenizer(ctx, cfg)
-    seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
+    seqs, _ = collection.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
     m = synth_tune.train(ctx, cfg, seqs, model, tok)
     assert m["steps"] == 6 and m["resumed_from_step"] == 0 and m["final_loss"] is not None
     out = ctx.work / "model"
@@ -250,10 +250,10 @@ def test_train_saves_plain_checkpoint_and_resumes(tmp_path, method, stop_after):
 def test_changed_params_never_resume_stale_checkpoints(tmp_path, tokenizer, stop_after):
     ctx = _ctx(tmp_path)
     cfg = _cfg(tmp_path)
-    examples, _ = synth_tune.load_collection(cfg)
-    train, _, _ = synth_tune.split_examples(examples, cfg, 0)
+    examples, _ = collection.load_collection(cfg)
+    train, _, _ = collection.split_examples(examples, cfg, 0)
     model, tok = synth_tune.base_model_and_tokenizer(ctx, cfg)
-    seqs, _ = synth_tune.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
+    seqs, _ = collection.build_sequences(tok, train[:40], cfg.max_seq_len, 0)
     assert seqs
     with stop_after(3):
         synth_tune._train_in_process(ctx, cfg, seqs, model, tok)
@@ -272,9 +272,9 @@ def test_accelerate_launch_on_cpu(tmp_path):
                         "num_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n")
     ctx = _ctx(tmp_path)
     cfg = _cfg(tmp_path, accelerate_config=str(cfg_file), max_steps=2)
-    examples, _ = synth_tune.load_collection(cfg)
-    train, _, _ = synth_tune.split_examples(examples, cfg, ctx.seed)
-    seqs, _ = synth_tune.build_sequences(synth_tune.base_tokenizer(ctx, cfg), train, cfg.max_seq_len, ctx.seed)
+    examples, _ = collection.load_collection(cfg)
+    train, _, _ = collection.split_examples(examples, cfg, ctx.seed)
+    seqs, _ = collection.build_sequences(synth_tune.base_tokenizer(ctx, cfg), train, cfg.max_seq_len, ctx.seed)
     m = synth_tune.train(ctx, cfg, seqs, None, None)
     assert m["steps"] == 2 and (ctx.work / "model" / "model.safetensors").exists()
     # the launched process trained on the notebook's sequences (it never re-read the collection)
@@ -314,11 +314,11 @@ def test_stage_metrics_follow_the_declared_schema(tmp_path):
     from ipt_utils import contracts, synth_eval
 
     ctx, cfg = _ctx(tmp_path), _cfg(tmp_path, max_steps=2, save_steps=2, max_seq_len=768)
-    examples, read_stats = synth_tune.load_collection(cfg)
+    examples, read_stats = collection.load_collection(cfg)
     assert "records_malformed" not in read_stats  # counted by load_collection only when one is
-    train, seen, unseen = synth_tune.split_examples(examples, cfg, 0)
+    train, seen, unseen = collection.split_examples(examples, cfg, 0)
     tok = synth_tune.base_tokenizer(ctx, cfg)
-    seqs, seq_stats = synth_tune.build_sequences(tok, train[:8], cfg.max_seq_len, 0)
+    seqs, seq_stats = collection.build_sequences(tok, train[:8], cfg.max_seq_len, 0)
     train_metrics = synth_tune.train(ctx, cfg, seqs, None, tok)
     table = pd.DataFrame([{"model": "tuned", "prompt": "zero-shot", "split": "seen",
                            **synth_eval.aggregate([], [], 0, 0)}])
