@@ -97,13 +97,13 @@ CLOZE = {a: TEMPLATES[a][0].split("{v}")[0] for a in ATTRS}  # "{S} was born in 
 class WorldConfig:
     seed: int = 0
     tuning: int = 800  # people per group
-    converted: int = 30  # a fifth of the raw corpus's people (converted + tuned + heldout)
-    tuned: int = 30
-    heldout: int = 90
+    converted: int = 15  # a fifth of the raw corpus's people (converted + tuned + heldout)
+    tuned: int = 15
+    heldout: int = 50
     bios: int = 3  # paraphrased bios per person (raw corpus)
     tuning_bios: int = 1  # bios per tuning person: many people, few texts each, so the synthesizer
     # must learn to copy answers from the text (40 people x 3 bios: it memorised them, EM 8%)
-    mix_records: int = 40  # first records of the collection that pre-training mixes in
+    mix_records: int = 25  # first records of the collection that pre-training mixes in
     choices: int = 4  # options per evaluation question (correct + distractors)
 
 
@@ -122,7 +122,8 @@ def make_people(cfg: WorldConfig) -> dict[str, list[Person]]:
     total = sum(getattr(cfg, g) for g in GROUPS)
     if total > len(names):
         raise ValueError(f"WorldConfig asks for {total} people; the name pools hold {len(names)}")
-    picked = rng.sample(names, total)
+    rng.shuffle(names)  # prefix-stable: resizing a later group keeps the earlier groups' people
+    picked = names[:total]
     out, i = {}, 0
     for g in GROUPS:
         n = getattr(cfg, g)
