@@ -4,7 +4,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 ARGS    ?=
 
-.PHONY: env run effect rehearse rehearse-all test test-fast validate lab sync-notebooks check-notebooks fixtures clean-run
+.PHONY: env run effect effect-test rehearse rehearse-all test test-fast validate lab sync-notebooks check-notebooks fixtures clean-run
 
 env:
 	@bash scripts/setup_env.sh
@@ -25,6 +25,9 @@ endif
 effect: env  ## the paper's effect on 2 CPU cores: the cpu-effect profile, then its effect table (docs/EFFECT.md)
 	$(PY) -m ipt_utils run --profile cpu-effect $(ARGS)
 	@cat results/runs/cpu-effect/06_report/effect_table.md
+
+effect-test: env  ## the full cpu-effect profile as a test (about 35 min on 2 cores; outside CI's time)
+	IPT_EFFECT_FULL=1 $(PY) -m pytest -q tests/test_effect_profile.py -k full $(ARGS)
 
 rehearse: env  ## a GPU profile on this CPU at tiny scale (make rehearse PROFILE=paper-500m)
 	$(PY) -m ipt_utils run --profile $(PROFILE) --rehearse $(ARGS)
