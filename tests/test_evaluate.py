@@ -202,6 +202,9 @@ def test_option_with_lowest_mean_loss_per_answer_token():
     ("1e3", "1000", 1.0),
     (".5", "0.5", 1.0),
     ("07", "7", 0.0),  # an integer with a leading zero does not evaluate in the authors' code
+    ("07", "07", 0.0),  # ... not even against itself
+    ("25000000.02", "25000000", 0.0),  # the tolerance is absolute at every size
+    ("25000000.005", "25000000", 1.0),
     ("from 2022 to 2023 revenue rose 15.1", "15.1", 1.0),  # any number of the line
     ("15.1\n25.7", "25.7", 0.0),  # only the first line
     ("\n25.7", "25.7", 0.0),  # an empty first line

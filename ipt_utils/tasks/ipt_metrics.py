@@ -161,11 +161,12 @@ def first_line_numbers(text) -> list[float]:
 
 def convfinqa_match(pred, gold, tol: float = 1e-2) -> float:
     """1.0 when any number in the first line of `pred` is within `tol` (absolute) of the first
-    number of `gold`."""
+    number of `gold` (a purely absolute tolerance; a number the authors' code cannot evaluate,
+    inf here, matches nothing, not even itself)."""
     golds, preds = first_line_numbers(gold), first_line_numbers(pred)
-    if not golds or not preds:
+    if not golds or not preds or not math.isfinite(golds[0]):
         return 0.0
-    return float(any(math.isclose(p, golds[0], abs_tol=tol) for p in preds))
+    return float(any(math.isfinite(p) and abs(p - golds[0]) <= tol for p in preds))
 
 
 # ---------------------------------------------------------------- generation: NER
