@@ -44,7 +44,7 @@ DATA_PLACEHOLDER = "__IPT_EVAL_DATA__"
 SUMMARY_COLUMNS = ["model_id", "arm", "tuned", "task", "metric", "value", "n"]
 # How the domain tasks are scored (part of every result's fingerprint: results scored by an
 # older rule are never reused); docs/EVALUATION.md describes the rules.
-SCORING = "adaptllm-1"
+SCORING = "adaptllm-2"  # 2: ConvFinQA tolerance purely absolute, unevaluable numbers match nothing
 log = logging.getLogger(__name__)
 MODEL_SETS = {"pretrain": ("03_pretrain", False), "instruct_tune": ("04_instruct_tune", True)}
 
