@@ -77,7 +77,8 @@ def _strip(tp):
 
 
 def problems(schema, value: Mapping, path: str = "") -> list[str]:
-    """Every missing, undeclared or mistyped key of `value` under `schema`, as 'path: what'."""
+    """Every missing or undeclared key of `value` under `schema`, as 'path: what' (nested TypedDicts
+    and dict maps of them are checked; scalar types and list items are not)."""
     if not isinstance(value, Mapping):
         return [f"{path or '.'}: expected an object, got {type(value).__name__}"]
     hints = _hints(schema)
