@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from . import sources
 from .format import BOS, EOS, Pair, collection_example, neutralise, render_context, render_example
 from .packing import IGNORE, check_text_only, encode_texts, right_pad
-from .schema import HUB_PREFIX
+from .schema import HUB_PREFIX, hub_source
 
 
 @dataclass
@@ -65,6 +65,9 @@ def _iter_records(cfg):
         return
     if not cfg.datasets:
         raise ValueError("synth_tune.datasets must list the hub configs to load")
+    if hub_source(cfg.data)[1]:  # one config in data and a list in datasets would read it once per name
+        raise ValueError(f"synth_tune.data {cfg.data!r} names a config: give the bare hf:NAME and list "
+                         f"the configs in synth_tune.datasets")
     for config in cfg.datasets:
         for where, rec in sources.located_records(cfg.data, configs=[config]):
             # the config the profile names is the dataset's name (a record's own rc_name may differ)

@@ -1,5 +1,6 @@
 """Stage 01 data building, loss mask, training (full and LoRA) and resume."""
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -329,3 +330,11 @@ def test_stage_metrics_follow_the_declared_schema(tmp_path):
     assert set(m["synth_eval"][0]) == set(typing.get_type_hints(synth_eval.SynthEvalRow))
     with pytest.raises(contracts.ContractError, match="eval_seen: missing"):
         contracts.check_metrics("01_synth_tune", {k: v for k, v in m.items() if k != "eval_seen"})
+
+
+def test_a_hub_collection_with_a_config_in_data_is_refused(tmp_path):
+    """hf:NAME:CONFIG plus a datasets list would read that config once per listed name."""
+    cfg = SimpleNamespace(data="hf:instruction-pretrain/ft-instruction-synthesizer-collection:squad",
+                          datasets=["squad", "hotpot"])
+    with pytest.raises(ValueError, match="names a config"):
+        list(collection._iter_records(cfg))
