@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from .hashing import digest
 from .io import DIR_MODE
@@ -64,18 +65,21 @@ def _corpus_lines(files):
                         yield json.dumps(v, ensure_ascii=False)
 
 
-def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = TINY_VOCAB_SIZE, files=TOKENIZER_CORPUS):
-    """Train a byte-level BPE on the shipped fixtures; deterministic for given files."""
+def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = TINY_VOCAB_SIZE, files=TOKENIZER_CORPUS,
+                         texts: Iterable[str] | None = None, add_prefix_space: bool = False):
+    """Train a byte-level BPE on the shipped fixtures (or on `texts`); deterministic for given
+    input. add_prefix_space: a word at the start of a text gets the same token as inside one
+    (" Marco" either way), which a corpus whose texts start with a name needs."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(_corpus_lines(files), trainer=trainer)
+    tok.train_from_iterator(_corpus_lines(files) if texts is None else texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>", unk_token="<unk>")
     fast.add_tokens(MARKUP_TOKENS)

@@ -22,6 +22,9 @@ Files (the layouts the stages already read, see `write_world`):
                            scores it as task cloze (is the fact stored at all?)
   eval/tuned_qa.jsonl      the same for tuned people (what tuning itself teaches)
   world.json               the sizes and the seed that produced the files
+  tokenizer/               a byte-level BPE fitted to the world's texts (`fit_tokenizer`): every
+                           word of the world is one token, so names and values are stored and
+                           copied as units (the fixtures' tokenizer splits a name into 3-5 pieces)
 Deterministic: same WorldConfig -> byte-identical files (`python -m ipt_utils.effect_world
 --check` verifies the shipped copy).
 """
@@ -36,7 +39,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import io
+from . import assets, io, templify
 
 DATA_DIR = Path(__file__).resolve().parent / "effect_data"
 GROUPS = ("tuning", "converted", "tuned", "heldout")
@@ -96,15 +99,17 @@ CLOZE = {a: TEMPLATES[a][0].split("{v}")[0] for a in ATTRS}  # "{S} was born in 
 @dataclass(frozen=True)
 class WorldConfig:
     seed: int = 0
-    tuning: int = 800  # people per group
-    converted: int = 15  # a fifth of the raw corpus's people (converted + tuned + heldout)
+    tuning: int = 4000  # tuning records, one bio each; names recur with other attributes (make_people)
+    converted: int = 50  # the raw corpus's people converted by stage 02 (a fifth showed nothing, docs/EFFECT.md)
     tuned: int = 15
     heldout: int = 50
     bios: int = 3  # paraphrased bios per person (raw corpus)
-    tuning_bios: int = 1  # bios per tuning person: many people, few texts each, so the synthesizer
-    # must learn to copy answers from the text (40 people x 3 bios: it memorised them, EM 8%)
+    tuning_bios: int = 1  # bios per tuning record
     mix_records: int = 25  # first records of the collection that pre-training mixes in
     choices: int = 4  # options per evaluation question (correct + distractors)
+
+
+TOKENIZER_VOCAB = 1536  # room for every word of the world (about 1,500 are used) plus the bytes
 
 
 @dataclass(frozen=True)
@@ -116,21 +121,23 @@ class Person:
 
 
 def make_people(cfg: WorldConfig) -> dict[str, list[Person]]:
-    """group -> people; names unique across the world, attributes drawn independently."""
+    """group -> people, attributes drawn independently. The raw corpus's people (converted,
+    tuned, heldout) have unique names; the tuning people take the remaining names in turn, so
+    a tuning name recurs (every ~1,500 records) with other attributes: the synthesizer cannot
+    answer from memory of a name and must copy from the text it reads."""
     rng = random.Random(f"{cfg.seed}:people")
     names = [(f, last, fem) for fem, pool in ((True, FIRST_F), (False, FIRST_M)) for f in pool for last in LAST]
-    total = sum(getattr(cfg, g) for g in GROUPS)
-    if total > len(names):
-        raise ValueError(f"WorldConfig asks for {total} people; the name pools hold {len(names)}")
+    corpus = [g for g in GROUPS if g != "tuning"]
+    total = sum(getattr(cfg, g) for g in corpus)
+    if total >= len(names):
+        raise ValueError(f"WorldConfig asks for {total} corpus people; the name pools hold {len(names)}")
     rng.shuffle(names)  # prefix-stable: resizing a later group keeps the earlier groups' people
-    picked = names[:total]
-    out, i = {}, 0
-    for g in GROUPS:
-        n = getattr(cfg, g)
-        out[g] = [Person(f"{g}-{k:04d}", f"{first} {last}", fem, {a: rng.choice(VALUES[a]) for a in ATTRS})
-                  for k, (first, last, fem) in enumerate(picked[i:i + n])]
-        i += n
-    return out
+    picked = {}
+    for g in corpus:
+        picked[g], names = names[:getattr(cfg, g)], names[getattr(cfg, g):]
+    picked["tuning"] = [names[k % len(names)] for k in range(cfg.tuning)]
+    return {g: [Person(f"{g}-{k:04d}", f"{first} {last}", fem, {a: rng.choice(VALUES[a]) for a in ATTRS})
+                for k, (first, last, fem) in enumerate(picked[g])] for g in GROUPS}
 
 
 def _fill(template: str, person: Person, first: bool, value: str) -> str:
@@ -140,16 +147,17 @@ def _fill(template: str, person: Person, first: bool, value: str) -> str:
     return template.format(S=subj, P=poss, s=s, p=p, v=value)
 
 
-def bio(person: Person, rng: random.Random) -> str:
-    """One paraphrase: attributes in random order, a random template each; the full name in
-    the first sentence, a pronoun after it."""
+def bio(person: Person, rng: random.Random) -> tuple[str, list[str]]:
+    """One paraphrase and its attribute order: attributes in random order, a random template
+    each; the full name in the first sentence, a pronoun after it."""
     order = list(ATTRS)
     rng.shuffle(order)
-    return " ".join(_fill(rng.choice(TEMPLATES[a]), person, i == 0, person.attrs[a]) for i, a in enumerate(order))
+    return " ".join(_fill(rng.choice(TEMPLATES[a]), person, i == 0, person.attrs[a]) for i, a in enumerate(order)), order
 
 
-def qa_pairs(person: Person) -> list[tuple[str, str]]:
-    return [(QUESTIONS[a].format(n=person.name), person.attrs[a]) for a in ATTRS]
+def qa_pairs(person: Person, order=ATTRS) -> list[tuple[str, str]]:
+    """The person's question-answer pairs, one per attribute, in `order`."""
+    return [(QUESTIONS[a].format(n=person.name), person.attrs[a]) for a in order]
 
 
 def _options(value: str, attr: str, k: int, rng: random.Random) -> tuple[list[str], int]:
@@ -162,12 +170,16 @@ def build(cfg: WorldConfig) -> dict[str, list[dict]]:
     """Every file of the world (relative path -> rows)."""
     people = make_people(cfg)
     rng = random.Random(f"{cfg.seed}:bios")
-    bios = {p.pid: [bio(p, rng) for _ in range(cfg.bios)] for g in GROUPS for p in people[g]}
+    bios = {p.pid: [bio(p, rng) for _ in range(cfg.bios if g != "tuning" else cfg.tuning_bios)]
+            for g in GROUPS for p in people[g]}
     corpus = [{"id": f"{p.pid}-bio{j}", "domain": "general", "text": t}
-              for g in ("converted", "tuned", "heldout") for p in people[g] for j, t in enumerate(bios[p.pid])]
-    collection = [{"context": t, "QA_list": [{"Q": q, "A": a} for q, a in qa_pairs(p)],
+              for g in ("converted", "tuned", "heldout") for p in people[g] for j, (t, _) in enumerate(bios[p.pid])]
+    # A tuning record asks about its text in reading order (as a reader would): the k-th
+    # answer is in the k-th sentence, which a tiny synthesizer learns to copy (asked in a
+    # fixed order, a 2-layer one mostly guessed values of the right kind; docs/EFFECT.md).
+    collection = [{"context": t, "QA_list": [{"Q": q, "A": a} for q, a in qa_pairs(p, order)],
                    "QA_type": "free-form", "rc_name": "biographies"}
-                  for p in people["tuning"] for t in bios[p.pid][:cfg.tuning_bios]]
+                  for p in people["tuning"] for t, order in bios[p.pid]]
     instructions = [{"id": f"{p.pid}-{a}", "task": f"bio_{a}", "instruction": q, "response": ans}
                     for p in people["tuned"] for a, (q, ans) in zip(ATTRS, qa_pairs(p))]
     general = [{"question": r["instruction"], "response": r["response"]} for r in instructions]
@@ -188,12 +200,35 @@ def build(cfg: WorldConfig) -> dict[str, list[dict]]:
             "eval/heldout_qa.jsonl": qa_items("heldout"), "eval/tuned_qa.jsonl": qa_items("tuned")}
 
 
+def tokenizer_texts(files: dict[str, list[dict]]):
+    """What the world's tokenizer is fitted to: the raw corpus, the tuning collection as
+    pre-training renders it (templify, so the question patterns' words are tokens too), the
+    instructions and the evaluation prompts."""
+    for r in files["raw_corpus.jsonl"]:
+        yield r["text"]
+    for i, r in enumerate(files["synth_collection.jsonl"]):
+        member = templify.Member(f"tuning-{i}", r["context"], [(p["Q"], p["A"]) for p in r["QA_list"]])
+        yield templify.templify_chain([member], seed=i)[0]["text"]
+    for r in files["instructions.jsonl"]:
+        yield f"{r['instruction']}\n{r['response']}"
+    for r in files["eval/heldout_qa.jsonl"]:
+        yield f"Question: {r['question']}\nAnswer: {r['choices'][r['answer']]}\n{r['context']}"
+
+
+def fit_tokenizer(out_dir: str | Path, files: dict[str, list[dict]], vocab_size: int = TOKENIZER_VOCAB):
+    """A byte-level BPE (hub layout: tokenizer.json + configs) fitted to the world's texts, with a
+    prefix space so a bio's first word is the same token as inside a question. Deterministic."""
+    return assets.build_tiny_tokenizer(out_dir, vocab_size=vocab_size, texts=tokenizer_texts(files),
+                                       add_prefix_space=True)
+
+
 def write_world(out_dir: str | Path, cfg: WorldConfig = WorldConfig()) -> dict[str, int]:
-    """Write every file under out_dir (atomically each); returns {relative path: rows}."""
+    """Write every file under out_dir (atomically each) and the world's tokenizer; returns
+    {relative path: rows}."""
     out_dir = Path(out_dir)
-    counts = {}
-    for rel, rows in build(cfg).items():
-        counts[rel] = io.write_jsonl(out_dir / rel, rows)
+    files = build(cfg)
+    counts = {rel: io.write_jsonl(out_dir / rel, rows) for rel, rows in files.items()}
+    fit_tokenizer(out_dir / "tokenizer", files)
     io.write_json(out_dir / "world.json", {"config": asdict(cfg), "files": counts})
     return counts
 
@@ -205,7 +240,8 @@ def check(shipped: str | Path = DATA_DIR, cfg: WorldConfig | None = None) -> lis
         cfg = WorldConfig(**io.read_json(shipped / "world.json")["config"])
     with tempfile.TemporaryDirectory() as tmp:
         counts = write_world(tmp, cfg)
-        return [r for r in [*counts, "world.json"]
+        tokenizer = [str(f.relative_to(tmp)) for f in sorted((Path(tmp) / "tokenizer").iterdir())]
+        return [r for r in [*counts, *tokenizer, "world.json"]
                 if not (shipped / r).exists() or not filecmp.cmp(Path(tmp) / r, shipped / r, shallow=False)]
 
 

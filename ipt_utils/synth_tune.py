@@ -14,9 +14,10 @@ the step hooks (training.STEP_HOOKS) with the other trainers.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, NotRequired, TypedDict
 
@@ -24,6 +25,7 @@ from . import assets, collection, contracts, io
 from .assets import ModelShape, model_fingerprint
 from .hashing import digest
 from .launch import CRASH_ENV, distributed_state, launch, maybe_crash, open_from_spec, record_errors
+from .packing import tokenizer_fingerprint
 from .schema import HUB_PREFIX, TINY, dataset_configs, spec
 from .synth_eval import SynthEvalRow
 from .training import save_final, stop_requested
@@ -35,6 +37,8 @@ SEQUENCES = "sequences.jsonl"  # <work>/01_synth_tune/: the training sequences h
 class Params:
     base_model: str = spec(kind="model", help="tiny | hf:NAME | local dir")
     tiny_model: ModelShape = spec(help="architecture when base_model is tiny")
+    tiny_tokenizer: str = spec(kind="model", help="tokenizer a tiny base is built with: tiny (the run's) | hf:NAME "
+                                                 "| local dir (e.g. one fitted to the corpus)")
     data: str = spec(kind="source", help="local JSONL in the collection's schema, or hf:NAME")
     datasets: list[str] = spec(help="source datasets (rc_name / hub configs); [] = all")
     heldout_datasets: list[str] = spec(help="datasets kept out of training (unseen eval)")
@@ -81,9 +85,12 @@ def base_model_dir(ctx, cfg: Params) -> str:
     """Where the base model loads from; a tiny base is built (once) from config."""
     if cfg.base_model != TINY:
         return assets.resolve_model(ctx, cfg.base_model)
-    path = ctx.work / "base_tiny"
+    # Named by what it is built from, so a changed shape or tokenizer never reuses an old base.
+    tokenizer = assets.load_tokenizer(ctx, cfg.tiny_tokenizer)
+    key = digest(json.dumps([asdict(cfg.tiny_model), tokenizer_fingerprint(tokenizer), ctx.seed]))
+    path = ctx.work / f"base_tiny-{key[:12]}"
     if not (path / "model.safetensors").exists():
-        assets.build_tiny_model(path, cfg.tiny_model, assets.tiny_tokenizer(ctx), seed=ctx.seed)
+        assets.build_tiny_model(path, cfg.tiny_model, tokenizer, seed=ctx.seed)
     return str(path)
 
 

@@ -32,6 +32,7 @@ run = {"seed": 0, "work_dir": "", "device": "auto", "offline": True, "dtype": "a
 base_model = "tiny"
 tiny_model = {"hidden_size": 128, "intermediate_size": 384, "num_layers": 2, "num_heads": 4,
               "num_kv_heads": 2, "max_position_embeddings": 2048, "vocab_size": 0}
+tiny_tokenizer = "tiny"
 data = "ipt_utils/fixtures/synth_collection.jsonl"
 datasets = []
 heldout_datasets = ["logiqa_like"]

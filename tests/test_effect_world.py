@@ -27,8 +27,9 @@ def test_regeneration_is_byte_identical(tmp_path):
 
 def test_roles_are_disjoint_and_the_converted_fifth_comes_first(files):
     people = ew.make_people(SMALL)
-    names = [p.name for g in ew.GROUPS for p in people[g]]
+    names = [p.name for g in ew.GROUPS if g != "tuning" for p in people[g]]
     assert len(names) == len(set(names))
+    assert not set(names) & {p.name for p in people["tuning"]}
     corpus_people = [r["id"].rsplit("-bio", 1)[0] for r in files["raw_corpus.jsonl"]]
     assert not any(pid.startswith("tuning-") for pid in corpus_people)
     n_conv = SMALL.converted * SMALL.bios
@@ -80,9 +81,33 @@ def test_synthesis_accuracy_scores_names_and_answers():
     assert acc["correct_rate"] == 5 / 8
 
 
+def test_tuning_names_recur_with_other_attributes_so_only_copying_answers_works():
+    cfg = ew.WorldConfig(tuning=3000, converted=5, tuned=5, heldout=10)
+    people = ew.make_people(cfg)
+    tuning = people["tuning"]
+    pool = len(ew.FIRST_F + ew.FIRST_M) * len(ew.LAST) - 20
+    assert len({p.name for p in tuning}) == pool  # every free name in use, then again
+    again = [(p, q) for p, q in zip(tuning, tuning[pool:]) if p.name == q.name]
+    assert len(again) == 3000 - pool and any(p.attrs != q.attrs for p, q in again)
+    assert not {p.name for p in tuning} & {p.name for g in ("converted", "tuned", "heldout") for p in people[g]}
+
+
 def test_too_many_people_is_a_clear_error():
     with pytest.raises(ValueError, match="name pools hold"):
-        ew.make_people(ew.WorldConfig(tuning=5000))
+        ew.make_people(ew.WorldConfig(heldout=2000))
+
+
+def test_world_tokenizer_makes_every_name_and_value_one_token(tmp_path):
+    files = ew.build(SMALL)
+    tok = ew.fit_tokenizer(tmp_path / "tok", files)
+    people = [p for ps in ew.make_people(SMALL).values() for p in ps]
+    for p in people:
+        assert len(tok(" " + p.name)["input_ids"]) == 2  # first name, last name
+        assert tok(p.name)["input_ids"] == tok(" " + p.name)["input_ids"]  # same at a text's start
+        for a in ("city", "year", "field"):
+            assert len(tok(" " + p.attrs[a])["input_ids"]) == 1
+    bio = files["raw_corpus.jsonl"][0]["text"]
+    assert tok.decode(tok(bio)["input_ids"]).strip() == bio
 
 
 def test_cli_check(tmp_path, capsys):
