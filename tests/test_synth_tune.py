@@ -338,3 +338,20 @@ def test_a_hub_collection_with_a_config_in_data_is_refused(tmp_path):
                           datasets=["squad", "hotpot"])
     with pytest.raises(ValueError, match="names a config"):
         list(collection._iter_records(cfg))
+
+
+def test_tiny_base_is_built_with_tiny_tokenizer_and_named_by_it(tmp_path, tokenizer):
+    """A tiny base takes `tiny_tokenizer` (here a local dir fitted to other texts); changing
+    it (or the shape) builds a new base instead of reusing one made with the old tokenizer."""
+    own = tmp_path / "own_tok"
+    assets.build_tiny_tokenizer(own, vocab_size=300, texts=["Marco Marten was born in Osenburg."] * 20,
+                                add_prefix_space=True)
+    ctx = _ctx(tmp_path)
+    run_tok = synth_tune.base_model_dir(ctx, _cfg(tmp_path))
+    own_base = synth_tune.base_model_dir(ctx, _cfg(tmp_path, tiny_tokenizer=str(own)))
+    assert run_tok != own_base
+    assert synth_tune.base_model_dir(ctx, _cfg(tmp_path, tiny_tokenizer=str(own))) == own_base  # built once
+    base_tok = synth_tune.base_tokenizer(ctx, _cfg(tmp_path, tiny_tokenizer=str(own)))
+    assert base_tok.get_vocab() == assets.load_tokenizer(ctx, str(own)).get_vocab()
+    cfg = json.loads((tmp_path / "work" / "01_synth_tune").joinpath(own_base.rsplit("/", 1)[1], "config.json").read_text())
+    assert cfg["vocab_size"] == len(base_tok) < len(assets.tiny_tokenizer(ctx))
