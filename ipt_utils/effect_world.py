@@ -123,8 +123,8 @@ class Person:
 def make_people(cfg: WorldConfig) -> dict[str, list[Person]]:
     """group -> people, attributes drawn independently. The raw corpus's people (converted,
     tuned, heldout) have unique names; the tuning people take the remaining names in turn, so
-    a tuning name recurs (every ~1,500 records) with other attributes: the synthesizer cannot
-    answer from memory of a name and must copy from the text it reads."""
+    a tuning name recurs (every ~1,500 records) with other attributes: answering from memory
+    of a name does not pay, only reading the text does."""
     rng = random.Random(f"{cfg.seed}:people")
     names = [(f, last, fem) for fem, pool in ((True, FIRST_F), (False, FIRST_M)) for f in pool for last in LAST]
     corpus = [g for g in GROUPS if g != "tuning"]
@@ -174,9 +174,9 @@ def build(cfg: WorldConfig) -> dict[str, list[dict]]:
             for g in GROUPS for p in people[g]}
     corpus = [{"id": f"{p.pid}-bio{j}", "domain": "general", "text": t}
               for g in ("converted", "tuned", "heldout") for p in people[g] for j, (t, _) in enumerate(bios[p.pid])]
-    # A tuning record asks about its text in reading order (as a reader would): the k-th
-    # answer is in the k-th sentence, which a tiny synthesizer learns to copy (asked in a
-    # fixed order, a 2-layer one mostly guessed values of the right kind; docs/EFFECT.md).
+    # A tuning record asks about its text in reading order, as a reader would: the k-th answer
+    # is in the k-th sentence. The synthesizer follows that order; it still guesses most
+    # values instead of copying them (docs/EFFECT.md).
     collection = [{"context": t, "QA_list": [{"Q": q, "A": a} for q, a in qa_pairs(p, order)],
                    "QA_type": "free-form", "rc_name": "biographies"}
                   for p in people["tuning"] for t, order in bios[p.pid]]

@@ -2,7 +2,7 @@
 
 test_cpu_effect_smoke (CI): the profile with small budgets and two seeds -- it cannot show the
 effect, it shows that every stage runs on the toy world and that 06 writes effect.json with
-intervals over seeds and items. test_cpu_effect_full: the real profile (about 35 minutes), kept
+intervals over seeds and items. test_cpu_effect_full: the real profile (about 20-30 minutes), kept
 out of CI's time budget: it runs with IPT_EFFECT_FULL=1 (`make effect-test`); `make effect` runs
 the profile itself.
 """
@@ -69,7 +69,7 @@ def test_cpu_effect_smoke(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(4200)
-@pytest.mark.skipif(not os.environ.get("IPT_EFFECT_FULL"), reason="the full cpu-effect profile takes ~35 min: "
+@pytest.mark.skipif(not os.environ.get("IPT_EFFECT_FULL"), reason="the full cpu-effect profile takes 20-30 min: "
                     "`make effect-test` (IPT_EFFECT_FULL=1) runs it, outside CI's time budget")
 def test_cpu_effect_full(tmp_path):
     """The real profile; the issue's bar is 60 minutes on 2 free CPU cores."""
