@@ -87,8 +87,8 @@ def base_model_dir(ctx, cfg: Params) -> str:
         return assets.resolve_model(ctx, cfg.base_model)
     # Named by what it is built from, so a changed shape or tokenizer never reuses an old base.
     tokenizer = assets.load_tokenizer(ctx, cfg.tiny_tokenizer)
-    key = digest(json.dumps([asdict(cfg.tiny_model), tokenizer_fingerprint(tokenizer), ctx.seed]))
-    path = ctx.work / f"base_tiny-{key[:12]}"
+    key = digest(json.dumps([asdict(cfg.tiny_model), tokenizer_fingerprint(tokenizer), ctx.seed]), n=12)
+    path = ctx.work / f"base_tiny-{key}"
     if not (path / "model.safetensors").exists():
         assets.build_tiny_model(path, cfg.tiny_model, tokenizer, seed=ctx.seed)
     return str(path)
