@@ -2,9 +2,9 @@
 
 test_cpu_effect_smoke (CI): the profile with small budgets and two seeds -- it cannot show the
 effect, it shows that every stage runs on the toy world and that 06 writes effect.json with
-intervals over seeds and items. test_cpu_effect_full: the real profile (about 20-30 minutes), kept
-out of CI's time budget: it runs with IPT_EFFECT_FULL=1 (`make effect-test`); `make effect` runs
-the profile itself.
+intervals over seeds and items. test_cpu_effect_full: the real profile checked against the
+issue's bar (about 50 minutes), kept out of CI's time budget: it runs with IPT_EFFECT_FULL=1
+(`make effect-test`); `make effect` runs the profile itself.
 """
 from __future__ import annotations
 
@@ -72,9 +72,16 @@ def test_cpu_effect_smoke(tmp_path):
 @pytest.mark.skipif(not os.environ.get("IPT_EFFECT_FULL"), reason="the full cpu-effect profile takes 20-30 min: "
                     "`make effect-test` (IPT_EFFECT_FULL=1) runs it, outside CI's time budget")
 def test_cpu_effect_full(tmp_path):
-    """The real profile; the issue's bar is 60 minutes on 2 free CPU cores."""
+    """The real profile against the issue's bar: at most 60 minutes on 2 free CPU cores, and for
+    claim 1 (base models) the 95% interval of Instruct PT minus each baseline above zero."""
     out = tmp_path / "cpu-effect"
     t0 = time.time()
     run_profile("cpu-effect", out, timeout=4000)
-    effect = check_effect_outputs(out, seeds=3, items=250)
-    print(f"cpu-effect: {time.time() - t0:.0f} s", effect["claims"])
+    wall = time.time() - t0
+    seeds = len(yaml.safe_load((REPO_ROOT / "params" / "cpu-effect.yaml").read_text())["pretrain"]["arms"]) // 3
+    effect = check_effect_outputs(out, seeds=seeds, items=250)
+    print(f"cpu-effect: {wall:.0f} s", effect["claims"])
+    assert wall <= 3600, f"cpu-effect took {wall:.0f} s (bar: 3600 s on 2 free cores)"
+    for name in ("instruct_minus_vanilla", "instruct_minus_mix"):
+        d = effect["claims"]["claim1_base"][name]
+        assert d["ci95"][0] > 0, f"claim 1, {name}: {d['mean']:+.3f} {d['ci95']} (lower bound not above zero)"
