@@ -26,7 +26,7 @@ effect: env  ## the paper's effect on 2 CPU cores: the cpu-effect profile, then 
 	$(PY) -m ipt_utils run --profile cpu-effect $(ARGS)
 	@cat results/runs/cpu-effect/06_report/effect_table.md
 
-effect-test: env  ## the full cpu-effect profile as a test (about 20-30 min on 2 cores; outside CI's time)
+effect-test: env  ## the full cpu-effect profile against the issue's bar (about 45 min on 2 cores; outside CI's time)
 	IPT_EFFECT_FULL=1 $(PY) -m pytest -q tests/test_effect_profile.py -k full $(ARGS)
 
 rehearse: env  ## a GPU profile on this CPU at tiny scale (make rehearse PROFILE=paper-500m)

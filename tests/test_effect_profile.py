@@ -69,7 +69,7 @@ def test_cpu_effect_smoke(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(4200)
-@pytest.mark.skipif(not os.environ.get("IPT_EFFECT_FULL"), reason="the full cpu-effect profile takes 20-30 min: "
+@pytest.mark.skipif(not os.environ.get("IPT_EFFECT_FULL"), reason="the full cpu-effect profile takes about 45 min: "
                     "`make effect-test` (IPT_EFFECT_FULL=1) runs it, outside CI's time budget")
 def test_cpu_effect_full(tmp_path):
     """The real profile against the issue's bar: at most 60 minutes on 2 free CPU cores, and for
