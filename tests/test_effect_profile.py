@@ -3,7 +3,7 @@
 test_cpu_effect_smoke (CI): the profile with small budgets and two seeds -- it cannot show the
 effect, it shows that every stage runs on the toy world and that 06 writes effect.json with
 intervals over seeds and items. test_cpu_effect_full: the real profile checked against the
-issue's bar (about 50 minutes), kept out of CI's time budget: it runs with IPT_EFFECT_FULL=1
+issue's bar (about 45 minutes), kept out of CI's time budget: it runs with IPT_EFFECT_FULL=1
 (`make effect-test`); `make effect` runs the profile itself.
 """
 from __future__ import annotations
