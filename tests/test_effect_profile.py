@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ipt_utils import io
-from ipt_utils.registry import STAGES
+from ipt_utils.registry import STAGES, split_replica
 from ipt_utils.schema import REPO_ROOT
 
 from conftest import run_profile
@@ -78,7 +78,8 @@ def test_cpu_effect_full(tmp_path):
     t0 = time.time()
     run_profile("cpu-effect", out, timeout=4000)
     wall = time.time() - t0
-    seeds = len(yaml.safe_load((REPO_ROOT / "params" / "cpu-effect.yaml").read_text())["pretrain"]["arms"]) // 3
+    arms = yaml.safe_load((REPO_ROOT / "params" / "cpu-effect.yaml").read_text())["pretrain"]["arms"]
+    seeds = len({split_replica(a)[1] for a in arms})
     effect = check_effect_outputs(out, seeds=seeds, items=250)
     print(f"cpu-effect: {wall:.0f} s", effect["claims"])
     assert wall <= 3600, f"cpu-effect took {wall:.0f} s (bar: 3600 s on 2 free cores)"
